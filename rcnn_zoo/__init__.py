@@ -1,0 +1,16 @@
+"""rcnn_zoo: two-stage object detectors for Keras 3 (TensorFlow backend).
+
+R-CNN, Fast R-CNN, Faster R-CNN and R-FCN built from Keras layers backed by compiled RoI ops
+(``rcnn_zoo.ops``) with pure-TensorFlow fallbacks.
+
+    model = rcnn_zoo.FasterRCNN(num_classes=20, backbone="resnet50_fpn")
+    model.compile()
+    model.fit(train_ds, epochs=12)
+"""
+
+__version__ = "0.1.0"
+
+from rcnn_zoo import layers, ops  # noqa: E402
+from rcnn_zoo.models import FasterRCNN, TwoStageDetector  # noqa: E402
+
+__all__ = ["FasterRCNN", "TwoStageDetector", "layers", "ops", "__version__"]

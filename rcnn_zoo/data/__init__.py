@@ -1,0 +1,1 @@
+"""Detection datasets: synthetic shapes (``rcnn_zoo.data.synthetic``) and dataset readers."""

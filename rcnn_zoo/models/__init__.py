@@ -1,0 +1,6 @@
+"""Detectors: Faster R-CNN (and, sharing its parts, R-FCN, Fast R-CNN and R-CNN)."""
+
+from rcnn_zoo.models.detector import TwoStageDetector
+from rcnn_zoo.models.faster_rcnn import FasterRCNN
+
+__all__ = ["TwoStageDetector", "FasterRCNN"]

@@ -1,0 +1,314 @@
+"""What every two-stage detector in rcnn_zoo shares: the Keras training protocol, ground-truth
+preparation, image preprocessing and detection post-processing.
+
+Training runs ONE forward pass per step: ``train_step`` calls the model with the ground truth, the
+model samples RoIs from its own proposals during that pass, and ``compute_loss`` builds the
+remaining targets from the ``y_pred`` it is given. Per-loss values are logged under the names in
+``LOSS_NAMES`` next to the total ``loss``.
+
+Shapes: B images, G ground-truth boxes per image (padded with label −1), D = ``max_detections``.
+"""
+
+import keras
+import tensorflow as tf
+
+from rcnn_zoo.ops import boxes as box_ops
+from rcnn_zoo.models.preprocessing import normalize, resize_images
+
+
+def _num_replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class TwoStageDetector(keras.Model):
+    """Base class; subclasses implement ``call(images, training, ground_truth)`` and
+    ``compute_losses(y_pred) → {name: scalar}`` and list their ``LOSS_NAMES``.
+
+    Args:
+        num_classes: number of foreground classes; labels are ``0 … num_classes−1``. The
+            background class is internal (head index 0), unlike torchvision where label 0 is
+            background and users must add one.
+        bounding_box_format: format of boxes in targets and predictions, any format
+            ``keras.utils.bounding_boxes`` knows (``"xyxy"``, ``"yxyx"``, ``"xywh"``,
+            ``"center_xywh"``, …), in pixels of the images given to the model.
+        class_names: optional names, kept in the config for drawing and evaluation.
+        image_min_size, image_max_size: images are resized so the shorter side is
+            ``image_min_size`` and the longer at most ``image_max_size`` (``None`` disables).
+        preprocessing: normalisation mode (see ``models/preprocessing.py``).
+        score_threshold, nms_threshold, max_detections: test-time post-processing.
+    """
+
+    LOSS_NAMES = ()
+
+    def __init__(
+        self,
+        num_classes,
+        bounding_box_format="xyxy",
+        class_names=None,
+        image_min_size=800,
+        image_max_size=1333,
+        preprocessing="torch",
+        score_threshold=0.05,
+        nms_threshold=0.5,
+        max_detections=100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes counts foreground classes and must be ≥ 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes is {num_classes}"
+            )
+        self.num_classes = int(num_classes)
+        self.bounding_box_format = bounding_box_format
+        self.class_names = list(class_names) if class_names is not None else None
+        self.image_min_size = image_min_size
+        self.image_max_size = image_max_size
+        self.preprocessing = preprocessing
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.max_detections = int(max_detections)
+        self.loss_trackers = [keras.metrics.Mean(name=name) for name in self.LOSS_NAMES]
+        self.losses_by_name = {}
+
+    # ------------------------------------------------------------------ images and targets
+    def preprocess(self, images):
+        """Raw ``[B,H,W,3]`` pixels → (normalised resized float32 images, scale)."""
+        resized, scale = resize_images(images, self.image_min_size, self.image_max_size)
+        return normalize(resized, self.preprocessing), scale
+
+    def prepare_ground_truth(self, y, scale, image_height, image_width):
+        """User targets → xyxy boxes in resized-image pixels, labels with invalid boxes = −1.
+
+        ``y = {"boxes": [B,G,4] in bounding_box_format, "labels": [B,G]}``. Boxes are clipped to
+        the image; boxes left with zero or negative area (degenerate, inverted or wholly outside)
+        and labels outside ``[0, num_classes)`` are dropped (label −1), and the count is printed
+        so bad data never trains silently.
+        """
+        if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
+            raise ValueError(
+                "Targets must be a dict {'boxes': [B, G, 4], 'labels': [B, G]} "
+                f"(labels padded with -1); got {type(y).__name__}"
+            )
+        boxes = tf.cast(y["boxes"], tf.float32)
+        labels = tf.cast(y["labels"], tf.int32)
+        height = tf.cast(image_height, tf.float32) / scale
+        width = tf.cast(image_width, tf.float32) / scale
+        boxes = box_ops.convert_format(
+            boxes, self.bounding_box_format, "xyxy", height=height, width=width
+        )
+        boxes = box_ops.clip_to_image(boxes * scale, image_height, image_width)
+        finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
+        boxes = tf.where(finite[..., None], boxes, 0.0)
+        padded = labels < 0
+        good = (
+            finite
+            & (boxes[..., 2] - boxes[..., 0] > 0)
+            & (boxes[..., 3] - boxes[..., 1] > 0)
+            & (labels < self.num_classes)
+        )
+        dropped = tf.reduce_sum(tf.cast(~padded & ~good, tf.int32))
+        tf.cond(
+            dropped > 0,
+            lambda: tf.print(
+                "rcnn_zoo: dropped", dropped,
+                "ground-truth boxes in this batch (zero area, inverted, outside the image, "
+                "non-finite, or label >= num_classes)",
+            ),
+            lambda: tf.no_op(),
+        )
+        labels = tf.where(good & ~padded, labels, -1)
+        return boxes, labels
+
+    def boxes_to_user_format(self, boxes, scale, image_height, image_width):
+        """xyxy boxes in resized pixels → ``bounding_box_format`` in original pixels."""
+        boxes = boxes / scale
+        height = tf.cast(image_height, tf.float32) / scale
+        width = tf.cast(image_width, tf.float32) / scale
+        return box_ops.convert_format(boxes, "xyxy", self.bounding_box_format, height=height, width=width)
+
+    # ------------------------------------------------------------------ post-processing
+    def detect(self, rois, roi_valid, logits, deltas, box_weights, image_height, image_width):
+        """Per-class boxes and scores → class-wise NMS → padded detections.
+
+        Args:
+            rois: ``[B,R,4]`` xyxy resized-image pixels; roi_valid: ``[B,R]`` bool.
+            logits: ``[B,R,C+1]``; deltas: ``[B,R,C+1,4]`` (or ``[B,R,4]`` class-agnostic).
+        Returns:
+            dict ``boxes [B,D,4]`` (xyxy, resized pixels), ``scores [B,D]``, ``labels [B,D]``
+            int32 (0…C−1, −1 padding), ``num_detections [B]`` int32.
+        """
+        logits = tf.cast(logits, tf.float32)
+        deltas = tf.cast(deltas, tf.float32)
+        probs = tf.nn.softmax(logits, axis=-1)[..., 1:]
+        if deltas.shape.rank == 3:
+            boxes = box_ops.decode(deltas, rois, box_weights)[:, :, None, :]
+        else:
+            boxes = box_ops.decode(deltas[:, :, 1:, :], rois[:, :, None, :], box_weights)
+        boxes = box_ops.clip_to_image(boxes, image_height, image_width)
+        w = boxes[..., 2] - boxes[..., 0]
+        h = boxes[..., 3] - boxes[..., 1]
+        # Drop padded RoIs and (near) empty boxes as torchvision does (min side 1e-2 px).
+        keep = roi_valid[..., None] & (w >= 1e-2) & (h >= 1e-2)
+        probs = tf.where(keep, probs, 0.0)
+        nmsed = tf.image.combined_non_max_suppression(
+            boxes,
+            probs,
+            max_output_size_per_class=self.max_detections,
+            max_total_size=self.max_detections,
+            iou_threshold=self.nms_threshold,
+            score_threshold=self.score_threshold,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
+        count = tf.cast(nmsed.valid_detections, tf.int32)
+        valid = tf.range(self.max_detections)[None, :] < count[:, None]
+        labels = tf.where(valid, tf.cast(nmsed.nmsed_classes, tf.int32), -1)
+        return {
+            "boxes": nmsed.nmsed_boxes,
+            "scores": nmsed.nmsed_scores,
+            "labels": labels,
+            "num_detections": count,
+        }
+
+    # ------------------------------------------------------------------ training protocol
+    def compile(
+        self,
+        optimizer=None,
+        rpn_objectness_loss=None,
+        rpn_box_loss=None,
+        classification_loss=None,
+        box_loss=None,
+        **kwargs,
+    ):
+        """Configure training. Every argument has a sensible default.
+
+        Args:
+            optimizer: default SGD(lr 0.01, momentum 0.9, weight decay 1e-4, clipnorm 10), the
+                papers' optimiser (the clip guards the first steps from scratch).
+            rpn_objectness_loss, rpn_box_loss, classification_loss, box_loss: Loss instances or
+                names to replace the defaults (see ``rcnn_zoo.losses``).
+            **kwargs: passed to ``keras.Model.compile`` (``metrics``, ``jit_compile``, …).
+                ``loss`` is not accepted: the detector's losses are the four above.
+        """
+        from rcnn_zoo import losses as losses_module  # noqa: PLC0415 (cycle)
+
+        if "loss" in kwargs and kwargs["loss"] is not None:
+            raise ValueError(
+                "Detectors compute their own multi-task loss; pass rpn_objectness_loss=, "
+                "rpn_box_loss=, classification_loss= or box_loss= instead of loss="
+            )
+        kwargs.pop("loss", None)
+        if optimizer is None:
+            optimizer = keras.optimizers.SGD(
+                learning_rate=0.01, momentum=0.9, weight_decay=1e-4, global_clipnorm=10.0
+            )
+        defaults = {
+            "rpn_objectness_loss": losses_module.RPNObjectnessLoss(name="rpn_objectness_loss"),
+            "rpn_box_loss": losses_module.SmoothL1BoxLoss(beta=1.0 / 9.0, name="rpn_box_loss"),
+            "classification_loss": losses_module.DetectionClassificationLoss(),
+            "box_loss": losses_module.DetectionBoxLoss(beta=1.0),
+        }
+        given = {
+            "rpn_objectness_loss": rpn_objectness_loss,
+            "rpn_box_loss": rpn_box_loss,
+            "classification_loss": classification_loss,
+            "box_loss": box_loss,
+        }
+        self.loss_functions = {
+            key: keras.losses.get(value) if value is not None else defaults[key]
+            for key, value in given.items()
+        }
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config() or {}
+        if getattr(self, "loss_functions", None):
+            config = dict(config)
+            for key, loss in self.loss_functions.items():
+                config[key] = keras.saving.serialize_keras_object(loss)
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for key in ("rpn_objectness_loss", "rpn_box_loss", "classification_loss", "box_loss"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        optimizer = config.pop("optimizer", None)
+        if optimizer is not None:
+            optimizer = keras.saving.deserialize_keras_object(optimizer)
+        allowed = {"rpn_objectness_loss", "rpn_box_loss", "classification_loss", "box_loss",
+                   "metrics", "jit_compile", "steps_per_execution", "run_eagerly"}
+        self.compile(optimizer=optimizer, **{k: v for k, v in config.items() if k in allowed and v is not None})
+        if self.built and hasattr(self.optimizer, "build"):
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_losses(self, y_pred):
+        """Subclasses: ``{loss name: scalar}`` from the outputs of a training forward pass."""
+        raise NotImplementedError
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Total multi-task loss; targets come from ``y_pred`` (its ground truth and samples)."""
+        del x, y, sample_weight, training
+        if not getattr(self, "loss_functions", None):
+            raise RuntimeError("Call model.compile() before fit/evaluate.")
+        parts = self.compute_losses(y_pred)
+        total = tf.add_n([tf.cast(v, tf.float32) for v in parts.values()])
+        replicas = float(_num_replicas())
+        for tracker in self.loss_trackers:
+            # Keras Loss objects already divide by the replica count; log per-batch values.
+            tracker.update_state(parts[tracker.name] * replicas)
+        if self.losses:
+            total = total + tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in self.losses]) / replicas
+        return total
+
+    def _forward_with_targets(self, data, training):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError(
+                "fit/evaluate need targets: a dataset of (images, {'boxes': ..., 'labels': ...})"
+            )
+        y_pred = self(x, training=training, ground_truth=y)
+        loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        return x, y, y_pred, sample_weight, loss
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            x, y, y_pred, sample_weight, loss = self._forward_with_targets(data, training=True)
+            self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=tf.shape(x)[0])
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data):
+        x, y, y_pred, sample_weight, loss = self._forward_with_targets(data, training=False)
+        self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=tf.shape(x)[0])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Compiled metrics expect plain tensors; detectors log their losses (and mAP through
+        # rcnn_zoo.evaluation.MeanAveragePrecisionCallback), so only report the trackers.
+        return {m.name: m.result() for m in self.metrics}
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self(x, training=False)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            "num_classes": self.num_classes,
+            "bounding_box_format": self.bounding_box_format,
+            "class_names": self.class_names,
+            "image_min_size": self.image_min_size,
+            "image_max_size": self.image_max_size,
+            "score_threshold": self.score_threshold,
+            "nms_threshold": self.nms_threshold,
+            "max_detections": self.max_detections,
+        }

@@ -1,0 +1,306 @@
+"""Faster R-CNN (Ren, He, Girshick, Sun 2015, "Towards Real-Time Object Detection with Region
+Proposal Networks"), trained end to end by approximate joint training.
+
+    images → backbone → RPN (anchors, objectness, deltas) → proposals
+           → RoI features (RoIPool / RoIAlign / multi-level RoIAlign) → box head → detections
+
+Shapes: B images, A_total anchors over all levels, P proposals per image, S sampled RoIs per
+image (training), C foreground classes, D = max_detections.
+"""
+
+import keras
+import tensorflow as tf
+
+from rcnn_zoo.backbones import build_backbone
+from rcnn_zoo.heads import BoxPredictor, FCBoxHead, MultiLevelRoIAlign, Res5BoxHead, RPNHead
+from rcnn_zoo.layers import AnchorGenerator, ProposalLayer, RoIAlign, RoIPooling
+from rcnn_zoo.models.detector import TwoStageDetector
+from rcnn_zoo.targets import rpn_targets, sample_rois
+
+# Paper defaults (Faster R-CNN, section 3.1.3 and 3.3; Fast R-CNN section 2.3), overridden by
+# the backbone's own defaults (e.g. torchvision's for resnet50_fpn), overridden by the caller.
+DEFAULTS = {
+    "image_min_size": 800,
+    "image_max_size": 1333,
+    "anchor_sizes": (128, 256, 512),
+    "anchor_aspect_ratios": (0.5, 1.0, 2.0),
+    "anchor_style": "py-faster-rcnn",
+    "rpn_head_channels": 512,
+    "rpn_positive_iou": 0.7,
+    "rpn_negative_iou": 0.3,
+    "rpn_batch_size_per_image": 256,
+    "rpn_positive_fraction": 0.5,
+    "rpn_pre_nms_top_n_train": 12000,
+    "rpn_post_nms_top_n_train": 2000,
+    "rpn_pre_nms_top_n_test": 6000,
+    "rpn_post_nms_top_n_test": 300,
+    "rpn_nms_threshold": 0.7,
+    "rpn_min_size": 16.0,
+    "roi_pooling": "pool",
+    "roi_pool_size": 7,
+    "roi_sampling_ratio": -1,
+    "roi_levels": None,
+    "roi_head_dim": 1024,
+    "roi_head_dropout": 0.0,
+    "roi_positive_iou": 0.5,
+    "roi_negative_iou_high": 0.5,
+    "roi_negative_iou_low": 0.0,
+    "roi_batch_size_per_image": 512,
+    "roi_positive_fraction": 0.25,
+    "roi_box_weights": (10.0, 10.0, 5.0, 5.0),
+}
+
+
+@keras.saving.register_keras_serializable(package="rcnn_zoo")
+class FasterRCNN(TwoStageDetector):
+    """Faster R-CNN as a ``keras.Model``: ``compile()``, ``fit()``, ``predict()``, ``save()``.
+
+    ``num_classes`` counts foreground classes only; labels are ``0 … num_classes−1`` and the
+    background class is internal (torchvision's models count background as class 0 — do not add
+    one here).
+
+    Inputs: images ``[B, H, W, 3]`` raw RGB pixels (uint8 or float 0..255, padded bottom/right).
+    Training targets: ``{"boxes": [B, G, 4], "labels": [B, G]}`` padded with label −1, boxes in
+    ``bounding_box_format`` and image pixels. ``predict`` returns ``{"boxes" [B,D,4], "scores"
+    [B,D], "labels" [B,D] (−1 padding), "num_detections" [B]}`` in the same format and pixels.
+
+    Args:
+        num_classes: foreground classes.
+        backbone: ``"vgg16"``, ``"resnet50"``, ``"resnet101"`` (C4), ``"resnet50_fpn"``,
+            ``"mobilenet_v3_large_fpn"`` or ``"tiny"`` (small, for tests and CPU training).
+        weights: ``None``, a registered name (``"voc"``, ``"coco"``, ``"shapes"``) or a path to a
+            ``.weights.h5`` / ``.keras`` file of a detector of the same configuration.
+        backbone_weights: ``None`` (random) or ``"imagenet"`` (keras.applications download).
+        bounding_box_format: format of target and predicted boxes.
+        class_names: optional list of ``num_classes`` names.
+        roi_pooling: ``"pool"`` (Fast R-CNN RoI max pooling) or ``"align"`` (RoIAlign);
+            FPN backbones always use multi-level RoIAlign.
+        image_min_size, image_max_size: resize rule (shorter side, longer side cap), ``None``
+            to keep the input size.
+        anchor_*: anchor sizes (px; per level for FPN), aspect ratios (h/w) and convention.
+        rpn_*: RPN head width, matcher thresholds, sampling, proposal top-n/NMS/min size.
+        roi_*: RoI pooled size, sampling ratio, head width/dropout, RoI sampling, box weights.
+        score_threshold, nms_threshold, max_detections: test-time post-processing.
+    Every ``None`` takes the backbone's default, then the paper's (see ``DEFAULTS``).
+    """
+
+    LOSS_NAMES = ("rpn_cls", "rpn_box", "cls", "box")
+
+    def __init__(
+        self,
+        num_classes,
+        backbone="resnet50_fpn",
+        weights=None,
+        backbone_weights=None,
+        bounding_box_format="xyxy",
+        class_names=None,
+        roi_pooling=None,
+        score_threshold=0.05,
+        nms_threshold=0.5,
+        max_detections=100,
+        **hyperparameters,
+    ):
+        base_keys = {"name", "trainable", "dtype"}
+        layer_kwargs = {k: hyperparameters.pop(k) for k in list(hyperparameters) if k in base_keys}
+        unknown = set(hyperparameters) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"FasterRCNN got unknown arguments {sorted(unknown)}")
+        # Only what the caller passed is stored (and serialised): an explicit None, e.g.
+        # image_min_size=None to keep the input size, must stay distinguishable from "default".
+        self._given = dict(hyperparameters)
+        if roi_pooling is not None:
+            self._given["roi_pooling"] = roi_pooling
+        spec = build_backbone(backbone, weights=backbone_weights)
+        hp = dict(DEFAULTS)
+        hp.update(spec.defaults)
+        hp.update(self._given)
+        super().__init__(
+            num_classes=num_classes,
+            bounding_box_format=bounding_box_format,
+            class_names=class_names,
+            image_min_size=hp["image_min_size"],
+            image_max_size=hp["image_max_size"],
+            preprocessing=spec.preprocessing,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            max_detections=max_detections,
+            **layer_kwargs,
+        )
+        self.backbone_name = backbone
+        self.backbone_weights = backbone_weights
+        self.hp = hp
+        self.feature_names = spec.feature_names
+        self.feature_strides = spec.strides
+        self._build_layers(spec, hp)
+        if weights is not None:
+            from rcnn_zoo.weights import load_detector_weights  # noqa: PLC0415 (cycle)
+
+            load_detector_weights(self, weights)
+
+    # ------------------------------------------------------------------ construction
+    def _build_layers(self, spec, hp):
+        self.backbone = spec.model
+        self.anchor_generator = AnchorGenerator(
+            sizes=hp["anchor_sizes"],
+            aspect_ratios=hp["anchor_aspect_ratios"],
+            strides=spec.strides,
+            convention=hp["anchor_style"],
+            name="anchor_generator",
+        )
+        num_anchors = self.anchor_generator.num_anchors_per_location
+        if len(set(num_anchors)) != 1:
+            raise ValueError(f"every level needs the same number of anchors, got {num_anchors}")
+        self.rpn_head = RPNHead(num_anchors[0], channels=hp["rpn_head_channels"], name="rpn_head")
+        self.rpn_head.build([(None, None, None, spec.channels[0])])
+        self.proposal_layer = ProposalLayer(
+            pre_nms_top_n_train=hp["rpn_pre_nms_top_n_train"],
+            post_nms_top_n_train=hp["rpn_post_nms_top_n_train"],
+            pre_nms_top_n_test=hp["rpn_pre_nms_top_n_test"],
+            post_nms_top_n_test=hp["rpn_post_nms_top_n_test"],
+            nms_threshold=hp["rpn_nms_threshold"],
+            min_size=hp["rpn_min_size"],
+            per_level=len(spec.strides) > 1,
+            name="proposal_layer",
+        )
+        self._build_roi_head(spec, hp)
+
+    def _roi_feature_indices(self, spec, hp):
+        """Indices of the feature maps the RoI pooler reads (FPN: P2–P5, not P6)."""
+        if hp["roi_levels"] is None:
+            return [0]
+        return [spec.feature_names.index(name) for name in hp["roi_levels"]]
+
+    def _build_roi_head(self, spec, hp):
+        self.roi_feature_indices = self._roi_feature_indices(spec, hp)
+        pool, ratio = hp["roi_pool_size"], hp["roi_sampling_ratio"]
+        strides = [spec.strides[i] for i in self.roi_feature_indices]
+        if len(strides) > 1:
+            self.roi_pooler = MultiLevelRoIAlign(strides, pool, ratio, name="roi_pooler")
+        elif hp["roi_pooling"] == "align":
+            self.roi_pooler = RoIAlign(pool, 1.0 / strides[0], ratio, name="roi_pooler")
+        elif hp["roi_pooling"] == "pool":
+            self.roi_pooler = RoIPooling(pool, 1.0 / strides[0], name="roi_pooler")
+        else:
+            raise ValueError(f"roi_pooling must be 'pool' or 'align', got {hp['roi_pooling']!r}")
+        channels = spec.channels[self.roi_feature_indices[0]]
+        if spec.roi_head == "res5":
+            self.box_head = Res5BoxHead(spec.res5, name="box_head")
+            head_dim = spec.res5.output.shape[-1]
+        else:
+            self.box_head = FCBoxHead(hp["roi_head_dim"], hp["roi_head_dropout"], name="box_head")
+            head_dim = hp["roi_head_dim"]
+        self.box_head.build((None, pool, pool, channels))
+        self.box_predictor = BoxPredictor(self.num_classes, name="box_predictor")
+        self.box_predictor.build((None, head_dim))
+        self.built = True
+
+    # ------------------------------------------------------------------ forward
+    def call(self, images, training=False, ground_truth=None):
+        """Forward pass. With ``ground_truth`` (training/evaluation) RoIs are sampled against it
+        and the raw outputs needed by the losses are returned; without it, detections."""
+        shape = tf.shape(images)
+        normalized, scale = self.preprocess(images)
+        height, width = tf.shape(normalized)[1], tf.shape(normalized)[2]
+        features = self.backbone(normalized, training=training)
+        levels = [features[name] for name in self.feature_names]
+
+        anchors = self.anchor_generator(levels)
+        logits, deltas, level_logits, level_deltas = self.rpn_head(levels)
+        per_level = len(levels) > 1
+        proposals = self.proposal_layer(
+            level_logits if per_level else logits,
+            level_deltas if per_level else deltas,
+            anchors if per_level else anchors[0],
+            image_shape=tf.stack([height, width]),
+            training=training,
+        )
+        proposal_valid = tf.sequence_mask(
+            proposals["num_valid"], tf.shape(proposals["boxes"])[1]
+        )
+        if ground_truth is None:
+            rois, roi_valid = proposals["boxes"], proposal_valid
+        else:
+            gt_boxes, gt_labels = self.prepare_ground_truth(ground_truth, scale, height, width)
+            sampled = sample_rois(
+                proposals["boxes"],
+                proposal_valid,
+                gt_boxes,
+                gt_labels,
+                num_samples=self.hp["roi_batch_size_per_image"],
+                positive_fraction=self.hp["roi_positive_fraction"],
+                foreground_iou=self.hp["roi_positive_iou"],
+                background_iou_high=self.hp["roi_negative_iou_high"],
+                background_iou_low=self.hp["roi_negative_iou_low"],
+                box_weights=self.hp["roi_box_weights"],
+            )
+            rois, roi_valid = sampled["rois"], sampled["labels"] >= 0
+        class_logits, box_deltas = self._roi_head(levels, rois, training)
+        if ground_truth is not None:
+            return {
+                "anchors": tf.concat(anchors, axis=0),
+                "rpn_logits": logits,
+                "rpn_deltas": deltas,
+                "gt_boxes": gt_boxes,
+                "gt_labels": gt_labels,
+                "roi_targets": sampled,
+                "class_logits": class_logits,
+                "box_deltas": box_deltas,
+            }
+        detections = self.detect(
+            rois, roi_valid, class_logits, box_deltas, self.hp["roi_box_weights"], height, width
+        )
+        detections["boxes"] = self.boxes_to_user_format(detections["boxes"], scale, shape[1], shape[2])
+        return detections
+
+    def _roi_head(self, levels, rois, training):
+        """RoIs ``[B,R,4]`` → class logits ``[B,R,C+1]`` and deltas ``[B,R,C+1,4]``."""
+        roi_levels = [levels[i] for i in self.roi_feature_indices]
+        if len(roi_levels) > 1:
+            pooled = self.roi_pooler(roi_levels, rois)
+        else:
+            pooled = self.roi_pooler(roi_levels[0], rois)
+        batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
+        pooled_shape = tf.shape(pooled)
+        flat = tf.reshape(pooled, tf.concat([[-1], pooled_shape[2:]], axis=0))
+        hidden = self.box_head(flat, training=training)
+        logits, deltas = self.box_predictor(hidden)
+        logits = tf.reshape(logits, (batch, num_rois, self.num_classes + 1))
+        deltas = tf.reshape(deltas, (batch, num_rois, self.num_classes + 1, 4))
+        return logits, deltas
+
+    # ------------------------------------------------------------------ losses
+    def compute_losses(self, y_pred):
+        """``rpn_cls``, ``rpn_box`` (targets from the anchors of this pass) and ``cls``, ``box``
+        (targets from the RoIs sampled in this pass)."""
+        targets = rpn_targets(
+            y_pred["anchors"],
+            y_pred["gt_boxes"],
+            y_pred["gt_labels"],
+            positive_threshold=self.hp["rpn_positive_iou"],
+            negative_threshold=self.hp["rpn_negative_iou"],
+            num_samples=self.hp["rpn_batch_size_per_image"],
+            positive_fraction=self.hp["rpn_positive_fraction"],
+        )
+        fns = self.loss_functions
+        return {
+            "rpn_cls": fns["rpn_objectness_loss"](targets, y_pred["rpn_logits"]),
+            "rpn_box": fns["rpn_box_loss"](targets, y_pred["rpn_deltas"]),
+            "cls": fns["classification_loss"](y_pred["roi_targets"], y_pred["class_logits"]),
+            "box": fns["box_loss"](y_pred["roi_targets"], y_pred["box_deltas"]),
+        }
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config.pop("image_min_size")
+        config.pop("image_max_size")
+        config.update(
+            {
+                "backbone": self.backbone_name,
+                "backbone_weights": None,  # weights travel with the saved model, not re-downloaded
+                "weights": None,
+            }
+        )
+        config["roi_pooling"] = None
+        config.update(self._given)
+        return config
