@@ -163,14 +163,12 @@ class RoiAlignBase : public OpKernel {
     OP_REQUIRES_OK(context, context->GetAttr("pooled_width", &pooled_width_));
     OP_REQUIRES_OK(context, context->GetAttr("sampling_ratio", &sampling_ratio_));
     OP_REQUIRES_OK(context, context->GetAttr("aligned", &aligned_));
-    OP_REQUIRES(context, pooled_height_ >= 1 && pooled_width_ >= 1,
-                absl::InvalidArgumentError("pooled_height and pooled_width must be >= 1, got " +
-                                           std::to_string(pooled_height_) + " x " +
-                                           std::to_string(pooled_width_)));
+    OP_REQUIRES_OK(context, CheckPooledSize(pooled_height_, pooled_width_));
     OP_REQUIRES(context, sampling_ratio_ <= kMaxSamplingRatio,
-                absl::InvalidArgumentError(
-                    "sampling_ratio must be <= " + std::to_string(kMaxSamplingRatio) +
-                    " (or <= 0 for adaptive), got " + std::to_string(sampling_ratio_)));
+                absl::InvalidArgumentError(absl::StrCat("sampling_ratio must be <= ",
+                                                        kMaxSamplingRatio,
+                                                        " (or <= 0 for adaptive), got ",
+                                                        sampling_ratio_)));
   }
 
  protected:

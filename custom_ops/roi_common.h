@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -60,8 +61,8 @@ absl::Status ReadSpatialScale(const Tensor& spatial_scale, T* scale) {
   }
   const T value = spatial_scale.scalar<T>()();
   if (!std::isfinite(static_cast<double>(value)) || !(value > T(0))) {
-    return absl::InvalidArgumentError("spatial_scale must be finite and > 0, got " +
-                                      std::to_string(static_cast<double>(value)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("spatial_scale must be finite and > 0, got ", static_cast<double>(value)));
   }
   *scale = value;
   return absl::OkStatus();
@@ -78,22 +79,41 @@ absl::Status ValidateRoiValues(const Tensor& rois, int64_t batch_size) {
     for (int64_t col = 0; col < kRoiColumns; ++col) {
       const double v = static_cast<double>(r(k, col));
       if (!std::isfinite(v)) {
-        return absl::InvalidArgumentError(
-            "rois[" + std::to_string(k) + "] has a non-finite value (" + std::to_string(v) +
-            ") in column " + std::to_string(col) + "; all RoI coordinates must be finite");
+        return absl::InvalidArgumentError(absl::StrCat("rois[", k, "] has a non-finite value (",
+                                                       v, ") in column ", col,
+                                                       "; all RoI coordinates must be finite"));
       }
     }
     const double b = static_cast<double>(r(k, 0));
     if (b != std::floor(b)) {
-      return absl::InvalidArgumentError("rois[" + std::to_string(k) +
-                                        "] has non-integer batch index " + std::to_string(b));
+      return absl::InvalidArgumentError(
+          absl::StrCat("rois[", k, "] has non-integer batch index ", b));
     }
     if (b < 0 || b >= static_cast<double>(batch_size)) {
-      return absl::InvalidArgumentError(
-          "rois[" + std::to_string(k) + "] has batch index " +
-          std::to_string(static_cast<long long>(b)) + " but features has batch size " +
-          std::to_string(batch_size));
+      return absl::InvalidArgumentError(absl::StrCat("rois[", k, "] has batch index ", b,
+                                                     " but features has batch size ", batch_size));
     }
+  }
+  return absl::OkStatus();
+}
+
+// Checks the pooled output size attributes (also enforced by the op registration; re-checked
+// here because the kernels index with them).
+inline absl::Status CheckPooledSize(int64_t pooled_height, int64_t pooled_width) {
+  if (pooled_height < 1 || pooled_width < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pooled_height and pooled_width must be >= 1, got ", pooled_height, " x ", pooled_width));
+  }
+  return absl::OkStatus();
+}
+
+// Checks that ps_roi_pool features have group_size^2 * output_dim channels.
+inline absl::Status CheckPsChannels(int64_t channels, int64_t group_size, int64_t output_dim) {
+  const int64_t groups = group_size * group_size;
+  if (channels % groups != 0 || channels / groups != output_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "features has ", channels, " channels but ps_roi_pool needs group_size^2 * output_dim = ",
+        group_size, "^2 * ", output_dim, " = ", groups * output_dim));
   }
   return absl::OkStatus();
 }

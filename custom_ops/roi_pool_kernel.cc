@@ -91,10 +91,7 @@ class RoiPoolBase : public OpKernel {
   explicit RoiPoolBase(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("pooled_height", &pooled_height_));
     OP_REQUIRES_OK(context, context->GetAttr("pooled_width", &pooled_width_));
-    OP_REQUIRES(context, pooled_height_ >= 1 && pooled_width_ >= 1,
-                absl::InvalidArgumentError("pooled_height and pooled_width must be >= 1, got " +
-                                           std::to_string(pooled_height_) + " x " +
-                                           std::to_string(pooled_width_)));
+    OP_REQUIRES_OK(context, CheckPooledSize(pooled_height_, pooled_width_));
   }
 
  protected:
@@ -102,8 +99,8 @@ class RoiPoolBase : public OpKernel {
   static absl::Status CheckMapSize(const Tensor& features) {
     if (features.dim_size(1) * features.dim_size(2) >
         static_cast<int64_t>(std::numeric_limits<int32_t>::max())) {
-      return absl::InvalidArgumentError("roi_pool supports feature maps with H * W < 2^31, got " +
-                                        features.shape().DebugString());
+      return absl::InvalidArgumentError(absl::StrCat(
+          "roi_pool supports feature maps with H * W < 2^31, got ", features.shape().DebugString()));
     }
     return absl::OkStatus();
   }

@@ -1,1 +1,36 @@
-"""Detection datasets: synthetic shapes (``rcnn_zoo.data.synthetic``) and dataset readers."""
+"""Detection datasets: synthetic shapes (``rcnn_zoo.data.synthetic``) and dataset readers.
+
+Readers (``read_voc``, ``read_coco``) return a :class:`DetectionDataset` of
+:class:`DetectionRecord` s (boxes float32 xyxy continuous pixels, labels ``0 … C−1``);
+``dataset.to_tf_dataset(...)`` / :func:`make_tf_dataset` build the ``tf.data`` pipeline.
+"""
+
+from rcnn_zoo.data.coco import read_coco
+from rcnn_zoo.data.pipeline import (
+    DatasetError,
+    DatasetWarning,
+    DetectionDataset,
+    DetectionRecord,
+    make_tf_dataset,
+    resized_size,
+)
+from rcnn_zoo.data.voc import (
+    VOC_CLASSES,
+    continuous_to_voc,
+    read_voc,
+    voc_to_continuous,
+)
+
+__all__ = [
+    "DatasetError",
+    "DatasetWarning",
+    "DetectionDataset",
+    "DetectionRecord",
+    "make_tf_dataset",
+    "resized_size",
+    "read_voc",
+    "read_coco",
+    "VOC_CLASSES",
+    "voc_to_continuous",
+    "continuous_to_voc",
+]

@@ -154,9 +154,8 @@ def read_coco(annotation_file, image_dir, *, strict=False, check_images="header"
         objects = image["objects"]
         boxes = np.array([b for _, b, *_ in objects], np.float64).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
-        keep = np.ones(len(objects), bool)
-        for j, (where, *_) in enumerate(objects):  # report each annotation by its index
-            keep[j] = sanitize_boxes(boxes[j : j + 1], height, width, problems, where)[0]
+        wheres = [o[0] for o in objects]  # each annotation is reported by its index
+        keep = sanitize_boxes(boxes, height, width, problems, wheres)
         areas = np.array([o[4] for o in objects], np.float64)
         box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         areas = np.where(np.isnan(areas), box_areas, areas)

@@ -272,25 +272,33 @@ def check_images(paths, check="header", num_threads=8):
         return list(pool.map(one, paths))
 
 
-def sanitize_boxes(boxes, height, width, problems, file, names=None):
+def sanitize_boxes(boxes, height, width, problems, file, names=None, indices=None, shown=None):
     """Clip boxes partly outside ``[0, width] × [0, height]``; find wholly-outside, zero-area
     and inverted ones. Returns a bool ``[n]`` mask of boxes to keep (clipping in place).
 
-    ``names`` (optional, per box) only make the messages clearer.
+    ``file`` names the source in messages: one for all boxes (messages then say "object i"),
+    or a list with one entry per box. Optional, per box: ``names`` (class names), ``indices``
+    (the objects' positions in the file, default ``0 … n−1``) and ``shown`` (the coordinates
+    as written in the file, default ``boxes``) make the messages clearer.
     """
     keep = np.ones(len(boxes), bool)
+    per_box = isinstance(file, (list, tuple))
     for i, box in enumerate(boxes):
         x1, y1, x2, y2 = (float(v) for v in box)
-        what = f"{names[i]!r} " if names is not None else ""
-        text = f"object {i} {what}box {[round(v, 2) for v in (x1, y1, x2, y2)]}"
+        where = file[i] if per_box else file
+        text = "" if per_box else f"object {indices[i] if indices is not None else i} "
+        if names is not None:
+            text += f"{names[i]!r} "
+        original = box if shown is None else shown[i]
+        text += f"box {[round(float(v), 2) for v in original]}"
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
-            problems.report(EMPTY_BOX, file, text)
+            problems.report(EMPTY_BOX, where, text)
             keep[i] = False
         elif x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-            problems.report(BOX_OUTSIDE, file, f"{text} in a {width}x{height} image")
+            problems.report(BOX_OUTSIDE, where, f"{text} in a {width}x{height} image")
             keep[i] = False
         elif x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            problems.report(BOX_CLIPPED, file, f"{text} in a {width}x{height} image")
+            problems.report(BOX_CLIPPED, where, f"{text} in a {width}x{height} image")
             boxes[i] = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
     return keep
 

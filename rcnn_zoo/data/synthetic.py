@@ -178,7 +178,9 @@ def generate_shapes(
     """
     height, width = (int(v) for v in image_size)
     if not 0 <= min_shapes <= max_shapes or max_shapes < 1:
-        raise ValueError(f"need 0 <= min_shapes <= max_shapes, >= 1; got {min_shapes}, {max_shapes}")
+        raise ValueError(
+            f"need 0 <= min_shapes <= max_shapes and max_shapes >= 1, got {min_shapes}, {max_shapes}"
+        )
     if not 3 <= min_size <= max_size:
         raise ValueError(f"need 3 <= min_size <= max_size, got {min_size}, {max_size}")
     images = np.zeros((num_images, height, width, 3), dtype=np.uint8)

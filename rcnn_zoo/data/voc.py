@@ -261,15 +261,18 @@ def read_voc(
             )
         height, width = size
 
-        objects = []
+        objects, indices = [], []
         for i, obj in enumerate(annotation["objects"]):
             if obj["name"] not in class_index:
                 problems.report(UNKNOWN_CLASS, xml_path, f"object {i} class {obj['name']!r}")
                 continue
             objects.append(obj)
-        boxes = voc_to_continuous(np.array([o["box"] for o in objects], np.float64).reshape(-1, 4))
+            indices.append(i)
+        file_boxes = np.array([o["box"] for o in objects], np.float64).reshape(-1, 4)
+        boxes = voc_to_continuous(file_boxes)
         names = [o["name"] for o in objects]
-        keep = sanitize_boxes(boxes, height, width, problems, xml_path, names)
+        # Messages show the XML's own numbers; the checks use the continuous box.
+        keep = sanitize_boxes(boxes, height, width, problems, xml_path, names, indices, file_boxes)
         records.append(
             DetectionRecord(
                 image_path=image_path,

@@ -85,7 +85,7 @@ def _detectron2_cell_anchors(sizes, aspect_ratios):
 
 
 def concat_levels(anchors):
-    """Concatenate per-level anchors ``[H_l·W_l·A_l, 4]`` → ``[ΣH_l·W_l·A_l, 4]`` (level order)."""
+    """Join per-level anchors ``[H_l·W_l·A_l, 4]`` → ``[Σ H_l·W_l·A_l, 4]``, in level order."""
     if isinstance(anchors, (list, tuple)):
         return tf.concat(list(anchors), axis=0)
     return anchors

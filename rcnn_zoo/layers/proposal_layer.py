@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from rcnn_zoo.ops import boxes as box_ops
-from rcnn_zoo.ops.nms import batched_nms
+from rcnn_zoo.ops.nms import batched_nms, gather_padded
 
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
@@ -92,7 +92,7 @@ class ProposalLayer(keras.layers.Layer):
         self.from_logits = from_logits
 
     def _image_size_and_min_size(self, image_shape, batch_size):
-        """``image_shape`` → height ``[B, 1]``, width ``[B, 1]``, min side ``[B, 1]`` (float32)."""
+        """``image_shape`` → height, width and min box side, each ``[B, 1]`` float32."""
         image_shape = tf.cast(tf.convert_to_tensor(image_shape), tf.float32)
         columns = image_shape.shape[-1]
         if image_shape.shape.rank not in (1, 2) or columns not in (2, 3):
@@ -178,10 +178,8 @@ class ProposalLayer(keras.layers.Layer):
             score_threshold=float("-inf"),
             groups=groups,
         )
-        valid = tf.sequence_mask(num_valid, post_n)
-        boxes = tf.gather(boxes, keep, batch_dims=1)
-        boxes = tf.where(valid[..., None], boxes, 0.0)
-        scores = tf.where(valid, tf.sigmoid(tf.gather(logits, keep, batch_dims=1)), 0.0)
+        boxes = gather_padded(boxes, keep, num_valid)
+        scores = gather_padded(tf.sigmoid(logits), keep, num_valid)
         return {
             "boxes": tf.stop_gradient(boxes),
             "scores": tf.stop_gradient(scores),

@@ -53,7 +53,8 @@ class PSRoIPooling(keras.layers.Layer):
             output_dim=self.output_dim,
             spatial_scale=self.spatial_scale,
         )
-        return rows_to_per_image(pooled, rois)
+        k = int(self.group_size)
+        return rows_to_per_image(pooled, rois, [k, k, int(self.output_dim)])
 
     def get_config(self):
         config = super().get_config()

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from rcnn_zoo import ops
-from rcnn_zoo.layers.roi_pooling import _check_rank, rois_to_rows, rows_to_per_image
+from rcnn_zoo.layers.roi_pooling import _check_rank, pool_pair, rois_to_rows, rows_to_per_image
 
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
@@ -19,7 +19,7 @@ class RoIAlign(keras.layers.Layer):
     Calls :func:`rcnn_zoo.ops.roi_align` on ``[B·R, 5]`` rows it builds from per-image RoIs.
 
     Args:
-        pool_size: ``(ph, pw)`` output grid.
+        pool_size: ``(ph, pw)`` output grid, or one int for a square grid.
         spatial_scale: feature-map cells per input pixel (1/16 for a stride-16 map).
         sampling_ratio: samples per bin side; ``-1`` (or ``<= 0``) adapts it to the bin size,
             ``ceil(roi_size / pool_size)``, as in Detectron and torchvision.
@@ -49,15 +49,16 @@ class RoIAlign(keras.layers.Layer):
         features = tf.convert_to_tensor(features)
         rois = tf.convert_to_tensor(rois)
         _check_rank(features, rois)
+        ph, pw = pool_pair(self.pool_size)
         pooled = ops.roi_align(
             features,
             rois_to_rows(rois),
-            pool_size=tuple(self.pool_size),
+            pool_size=(ph, pw),
             spatial_scale=self.spatial_scale,
             sampling_ratio=self.sampling_ratio,
             aligned=self.aligned,
         )
-        return rows_to_per_image(pooled, rois)
+        return rows_to_per_image(pooled, rois, [ph, pw, features.shape[-1]])
 
     def get_config(self):
         config = super().get_config()

@@ -24,16 +24,27 @@ def rois_to_rows(rois):
     return tf.reshape(tf.concat([batch_index, rois], axis=-1), [-1, 5])
 
 
-def rows_to_per_image(pooled, rois):
-    """``[B·R, ...]`` pooled features → ``[B, R, ...]``, keeping every static dimension known."""
-    batch, num_rois = rois.shape[0], rois.shape[1]
-    dynamic = tf.shape(rois)
-    outer = [
-        batch if batch is not None else dynamic[0],
-        num_rois if num_rois is not None else dynamic[1],
+def rows_to_per_image(pooled, rois, inner_shape):
+    """``[B·R, ...]`` pooled features → ``[B, R, *inner_shape]`` with every known dim static.
+
+    ``inner_shape`` lists the per-RoI dims (ints, or ``None`` for one known only at run time);
+    it is given by the layer because an op's output may have no static shape.
+    """
+    dynamic = tf.shape(pooled)
+    shape = [
+        rois.shape[0] if rois.shape[0] is not None else tf.shape(rois)[0],
+        rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1],
     ]
-    inner = [d if d is not None else tf.shape(pooled)[i + 1] for i, d in enumerate(pooled.shape[1:])]
-    return tf.reshape(pooled, outer + inner)
+    shape += [d if d is not None else dynamic[i + 1] for i, d in enumerate(inner_shape)]
+    return tf.reshape(pooled, shape)
+
+
+def pool_pair(pool_size):
+    """``7`` or ``(7, 7)`` → ``(7, 7)`` as Python ints."""
+    if isinstance(pool_size, int):
+        return pool_size, pool_size
+    ph, pw = pool_size
+    return int(ph), int(pw)
 
 
 def _check_rank(features, rois):
@@ -51,7 +62,7 @@ class RoIPooling(keras.layers.Layer):
     size), on ``[B·R, 5]`` rows it builds from per-image RoIs.
 
     Args:
-        pool_size: ``(ph, pw)`` output grid (7×7 for VGG16).
+        pool_size: ``(ph, pw)`` output grid, or one int for a square grid (7×7 for VGG16).
         spatial_scale: feature-map cells per input pixel (1/16 for a stride-16 map).
 
     Call arguments:
@@ -74,13 +85,11 @@ class RoIPooling(keras.layers.Layer):
         features = tf.convert_to_tensor(features)
         rois = tf.convert_to_tensor(rois)
         _check_rank(features, rois)
+        ph, pw = pool_pair(self.pool_size)
         pooled = ops.roi_pool(
-            features,
-            rois_to_rows(rois),
-            pool_size=tuple(self.pool_size),
-            spatial_scale=self.spatial_scale,
+            features, rois_to_rows(rois), pool_size=(ph, pw), spatial_scale=self.spatial_scale
         )
-        return rows_to_per_image(pooled, rois)
+        return rows_to_per_image(pooled, rois, [ph, pw, features.shape[-1]])
 
     def get_config(self):
         config = super().get_config()

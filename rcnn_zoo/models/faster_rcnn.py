@@ -177,9 +177,9 @@ class FasterRCNN(TwoStageDetector):
         if len(strides) > 1:
             self.roi_pooler = MultiLevelRoIAlign(strides, pool, ratio, name="roi_pooler")
         elif hp["roi_pooling"] == "align":
-            self.roi_pooler = RoIAlign(pool, 1.0 / strides[0], ratio, name="roi_pooler")
+            self.roi_pooler = RoIAlign((pool, pool), 1.0 / strides[0], ratio, name="roi_pooler")
         elif hp["roi_pooling"] == "pool":
-            self.roi_pooler = RoIPooling(pool, 1.0 / strides[0], name="roi_pooler")
+            self.roi_pooler = RoIPooling((pool, pool), 1.0 / strides[0], name="roi_pooler")
         else:
             raise ValueError(f"roi_pooling must be 'pool' or 'align', got {hp['roi_pooling']!r}")
         channels = spec.channels[self.roi_feature_indices[0]]

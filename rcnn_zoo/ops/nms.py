@@ -87,17 +87,18 @@ def batched_nms(
 
 def valid_mask(num_valid, max_output_size):
     """``[B]`` valid counts → ``[B, K]`` bool mask of the rows that hold a kept box."""
-    return tf.sequence_mask(num_valid, int(max_output_size))
+    return tf.sequence_mask(num_valid, max_output_size)
 
 
 def gather_padded(values, indices, num_valid, pad_value=0):
-    """Gather ``values [B, M, ...]`` at ``indices [B, K]``; rows past ``num_valid`` → ``pad_value``.
+    """Gather ``values [B, M, ...]`` at ``indices [B, K]``, padding rows past ``num_valid``.
 
-    Returns ``[B, K, ...]``, e.g. the kept boxes ``[B, K, 4]`` with zero boxes as padding.
+    Rows ``k >= num_valid[b]`` are set to ``pad_value``. Returns ``[B, K, ...]``, e.g. the kept
+    boxes ``[B, K, 4]`` with zero boxes as padding.
     """
     values = tf.convert_to_tensor(values)
     gathered = tf.gather(values, indices, batch_dims=1)
-    mask = tf.sequence_mask(num_valid, tf.shape(indices)[1])
+    mask = valid_mask(num_valid, indices.shape[1] or tf.shape(indices)[1])
     # Broadcast the [B, K] mask over the trailing value dimensions.
     for _ in range(len(values.shape) - 2):
         mask = mask[..., None]

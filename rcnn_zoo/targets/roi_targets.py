@@ -38,7 +38,7 @@ def sample_rois(
     """Sample RoIs and their classification / regression targets.
 
     Args:
-        proposals: ``[B, P, 4]`` float xyxy proposals in input-image pixels (static ``P``).
+        proposals: ``[B, P, 4]`` float xyxy proposals in input-image pixels.
             Gradients do not flow back through them.
         proposal_valid: ``[B, P]`` bool, False for padding proposals.
         gt_boxes: ``[B, G, 4]`` float xyxy ground-truth boxes in input-image pixels.
@@ -80,10 +80,9 @@ def sample_rois(
         candidates = tf.concat([candidates, gt_boxes], axis=1)
         candidate_valid = tf.concat([candidate_valid, gt_valid], axis=1)
     num_candidates = candidates.shape[1]
-    if num_candidates is None:
-        raise ValueError("proposals and gt_boxes need a static number of boxes")
-    if num_candidates < num_samples:  # pad so that S slots can always be filled
-        extra = num_samples - num_candidates
+    if num_candidates is None or num_candidates < num_samples:
+        # Pad so that the S slots can always be filled (by S when the count is unknown).
+        extra = num_samples if num_candidates is None else num_samples - num_candidates
         candidates = tf.pad(candidates, [[0, 0], [0, extra], [0, 0]])
         candidate_valid = tf.pad(candidate_valid, [[0, 0], [0, extra]])
 
@@ -93,9 +92,7 @@ def sample_rois(
         iou, gt_valid, foreground_iou, background_iou_high, allow_low_quality_matches=False
     )
     is_background = tf.logical_and(match_labels == 0, best_iou >= background_iou_low)
-    match_labels = tf.where(
-        match_labels == 1, 1, tf.where(is_background, 0, -1)
-    )
+    match_labels = tf.where(match_labels == 1, 1, tf.where(is_background, 0, -1))
     match_labels = tf.where(candidate_valid, match_labels, -1)
     foreground, background = sample_balanced(
         match_labels, num_samples, positive_fraction, seed=seed
@@ -113,9 +110,7 @@ def sample_rois(
     matched_gt = tf.gather(matched_gt, picked, batch_dims=1)
     matched_gt = tf.where(picked_foreground, matched_gt, 0)
     matched_labels = tf.gather(gt_labels, matched_gt, batch_dims=1)
-    labels = tf.where(
-        picked_foreground, matched_labels + 1, tf.where(picked_background, 0, -1)
-    )
+    labels = tf.where(picked_foreground, matched_labels + 1, tf.where(picked_background, 0, -1))
 
     matched_boxes = tf.gather(gt_boxes, matched_gt, batch_dims=1)
     # Non-foreground slots encode against a unit box (deltas exactly 0, no log of garbage).

@@ -30,7 +30,7 @@ def rpn_targets(
     """Objectness labels and box-regression targets for every anchor.
 
     Args:
-        anchors: ``[A, 4]`` float xyxy anchors in input-image pixels (static ``A``).
+        anchors: ``[A, 4]`` float xyxy anchors in input-image pixels.
         gt_boxes: ``[B, G, 4]`` float xyxy ground-truth boxes in input-image pixels.
         gt_labels: ``[B, G]`` int ground-truth classes, ``-1`` for padding slots.
         positive_threshold, negative_threshold: IoU thresholds of the matcher.

@@ -23,16 +23,18 @@ def _draw(eligible, keys, max_count, count):
         max_count: Python int, static upper bound of ``count``.
         count: ``[B]`` int32 number to draw per image (``<= number eligible``).
     """
-    num_boxes = eligible.shape[1]
-    k = min(int(max_count), num_boxes)
+    k = int(max_count)
     if k <= 0:
         return tf.zeros_like(eligible)
-    scores = tf.where(eligible, keys, -1.0)
+    # k never-eligible columns make top_k valid for any M (even M < k or M unknown).
+    scores = tf.pad(tf.where(eligible, keys, -1.0), [[0, 0], [0, k]], constant_values=-1.0)
     _, indices = tf.math.top_k(scores, k=k, sorted=True)  # [B, k], distinct per row
     take = tf.range(k, dtype=tf.int32)[None, :] < count[:, None]  # first `count` ranks
     batch = tf.broadcast_to(tf.range(tf.shape(indices)[0])[:, None], tf.shape(indices))
     scatter_at = tf.stack([batch, indices], axis=-1)
-    return tf.tensor_scatter_nd_update(tf.zeros_like(eligible), scatter_at, take)
+    drawn = tf.tensor_scatter_nd_update(tf.zeros(tf.shape(scores), tf.bool), scatter_at, take)
+    num_boxes = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
+    return drawn[:, :num_boxes]
 
 
 def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
@@ -40,7 +42,7 @@ def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
 
     Args:
         match_labels: ``[B, M]`` int labels, ``1`` positive, ``0`` negative, ``-1`` ignored
-            (the output of :func:`rcnn_zoo.targets.matcher.match`). ``M`` must be static.
+            (the output of :func:`rcnn_zoo.targets.matcher.match`).
         num_samples: Python int, boxes drawn per image (at most).
         positive_fraction: Python float in ``[0, 1]``, the largest share of positives.
         seed: optional Python int operation seed for ``tf.random.uniform``.
@@ -51,8 +53,8 @@ def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
         ``sum(negative_mask) = min(#negatives, num_samples - sum(positive_mask))``.
     """
     match_labels = tf.convert_to_tensor(match_labels)
-    if match_labels.shape.rank != 2 or match_labels.shape[1] is None:
-        raise ValueError(f"match_labels must be [B, M] with static M, got {match_labels.shape}")
+    if match_labels.shape.rank != 2:
+        raise ValueError(f"match_labels must be [B, M], got {match_labels.shape}")
     if not 0.0 <= positive_fraction <= 1.0:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
     num_samples = int(num_samples)

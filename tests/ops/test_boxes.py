@@ -99,7 +99,8 @@ def test_encode_decode_round_trip(weights):
 
 def test_decode_zero_deltas_is_identity():
     reference = tf.constant([[1.0, 2.0, 33.0, 18.0]])
-    np.testing.assert_allclose(box_ops.decode(tf.zeros([1, 4]), reference).numpy(), [[1, 2, 33, 18]])
+    decoded = box_ops.decode(tf.zeros([1, 4]), reference).numpy()
+    np.testing.assert_allclose(decoded, [[1, 2, 33, 18]])
 
 
 def test_decode_clamps_log_size_deltas():

@@ -1,0 +1,117 @@
+"""Position-sensitive RoI pooling (R-FCN, Dai et al. 2016), as in the original
+``PSROIPoolingLayer``.
+
+For RoI ``(b, x1, y1, x2, y2)``: ``x1' = round(x1)·s``, ``y1' = round(y1)·s``,
+``x2' = (round(x2) + 1)·s``, ``y2' = (round(y2) + 1)·s`` (C ``round``), ``roi_w = max(x2' − x1',
+0.1)`` (likewise ``roi_h``). Bin ``(i, j)`` of a ``k × k`` grid covers rows
+``floor(i·roi_h/k + y1') … ceil((i+1)·roi_h/k + y1') − 1`` clipped to ``[0, H]`` (likewise
+columns), and output channel ``d`` of that bin is the average of input channel
+``(d·k + i)·k + j`` over the bin (0 if the bin is empty).
+
+The pure-TF fallback reads every bin sum from a summed-area table (four gathers per output), so
+its cost does not depend on RoI sizes. The table is accumulated in float64, which keeps float32
+results within float32 rounding of a direct sum even on large maps; autodiff through the
+cumulative sums spreads ``dy / area`` over each bin.
+"""
+
+import functools
+
+import tensorflow as tf
+
+from rcnn_zoo.ops import _validation
+
+_OP = "ps_roi_pool"
+_INT_LIMIT = float(1 << 29)
+
+
+def ps_roi_pool(features, rois, group_size=7, output_dim=21, spatial_scale=1.0 / 16, impl=None):
+    """Position-sensitive average pooling of every RoI into a ``group_size²`` grid.
+
+    Args:
+        features: ``[N, H, W, group_size² · output_dim]`` float tensor (score maps; float16 and
+            bfloat16 are computed in float32).
+        rois: ``[K, 5]`` rows ``(batch_index, x1, y1, x2, y2)`` in input-image pixels.
+        group_size: ``k``, bins per side.
+        output_dim: ``D``, output channels (classes + 1, or 4·(classes + 1) for box regression).
+        spatial_scale: feature-map pixels per input pixel.
+        impl: ``None`` (compiled kernel when loaded, else pure TF), ``"compiled"`` or
+            ``"fallback"``.
+
+    Returns:
+        ``[K, k, k, D]`` in the dtype of ``features``.
+    """
+    group_size = _validation.positive_int(group_size, "group_size", _OP)
+    output_dim = _validation.positive_int(output_dim, "output_dim", _OP)
+    scale = _validation.scale(spatial_scale, _OP)
+    module = _validation.select_module(impl, _OP)
+    features, rois, dtype = _validation.prepare(features, rois, _OP)
+    _validation.static_channel_check(features, group_size, output_dim, _OP)
+    if module is not None:
+        from rcnn_zoo.ops import _compiled  # noqa: PLC0415  (may not exist before the build)
+
+        output = _compiled.compiled_ps_roi_pool(
+            module, features, rois, group_size, output_dim, scale
+        )
+    else:
+        output = _fallback(group_size, output_dim, scale)(features, rois)
+    return tf.cast(output, dtype) if output.dtype != dtype else output
+
+
+def _bins(start, length, group_size, size):
+    """Clipped ``[lo, hi)`` of every bin along one axis: two ``[K, k]`` int32 tensors."""
+    dtype = start.dtype
+    bin_size = _validation.true_divide(length, group_size)
+    index = tf.range(group_size, dtype=dtype)[None, :]
+    lo = tf.floor(index * bin_size[:, None] + start[:, None])
+    hi = tf.math.ceil((index + 1) * bin_size[:, None] + start[:, None])
+    size_f = tf.cast(size, dtype)
+    lo = tf.cast(tf.clip_by_value(lo, 0, size_f), tf.int32)
+    hi = tf.cast(tf.clip_by_value(hi, 0, size_f), tf.int32)
+    return lo, hi
+
+
+def _forward(features, rois, group_size, output_dim, scale):
+    dtype = features.dtype
+    k = group_size
+    shape = tf.shape(features, out_type=tf.int64)
+    height, width, channels = shape[1], shape[2], shape[3]
+
+    s = tf.constant(scale, dtype)
+    rounded = tf.clip_by_value(_validation.round_half_away(rois[:, 1:]), -_INT_LIMIT, _INT_LIMIT)
+    x1, y1, x2, y2 = tf.unstack(rounded, axis=1)
+    x1, y1 = x1 * s, y1 * s
+    x2, y2 = (x2 + 1) * s, (y2 + 1) * s
+    tenth = tf.constant(0.1, dtype)
+    hs, he = _bins(y1, tf.maximum(y2 - y1, tenth), k, tf.cast(height, tf.int32))
+    ws, we = _bins(x1, tf.maximum(x2 - x1, tenth), k, tf.cast(width, tf.int32))
+
+    # Summed-area table with a zero first row and column: [N, H+1, W+1, C] in float64.
+    table = tf.cumsum(tf.cumsum(tf.cast(features, tf.float64), axis=1), axis=2)
+    table = tf.pad(table, [[0, 0], [1, 0], [1, 0], [0, 0]])
+    table = tf.reshape(table, [-1])
+
+    batch = tf.cast(rois[:, 0], tf.int64)[:, None, None, None]
+    hs, he = (tf.cast(t, tf.int64)[:, :, None, None] for t in (hs, he))  # [K, k, 1, 1]
+    ws, we = (tf.cast(t, tf.int64)[:, None, :, None] for t in (ws, we))  # [K, 1, k, 1]
+    d = tf.range(output_dim, dtype=tf.int64)
+    i = tf.range(k, dtype=tf.int64)
+    channel = (d[None, None, :] * k + i[:, None, None]) * k + i[None, :, None]  # [k, k, D]
+
+    def corner(h, w):
+        return tf.gather(table, ((batch * (height + 1) + h) * (width + 1) + w) * channels + channel)
+
+    total = corner(he, we) - corner(hs, we) - corner(he, ws) + corner(hs, ws)
+    area = tf.cast(tf.maximum(he - hs, 0) * tf.maximum(we - ws, 0), tf.float64)
+    output = tf.where(area > 0, total / tf.maximum(area, 1.0), tf.zeros((), tf.float64))
+    return tf.cast(output, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _fallback(group_size, output_dim, scale):
+    def run(features, rois):
+        features, rois = _validation.runtime_checks(
+            features, rois, _OP, group_size=group_size, output_dim=output_dim
+        )
+        return _forward(features, tf.stop_gradient(rois), group_size, output_dim, scale)
+
+    return tf.function(run, reduce_retracing=True, autograph=False)
