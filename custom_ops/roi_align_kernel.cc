@@ -93,7 +93,8 @@ void AxisSamples(T start, T bin, int64_t index, int64_t grid, int64_t size,
                    &last);
   for (int64_t s = first; s < last; ++s) {
     T pos = base + (static_cast<T>(s) + T(0.5)) * bin / static_cast<T>(grid);
-    if (pos < T(-1) || pos > static_cast<T>(size)) continue;
+    // Written so that NaN (from inf - inf with overflowing coordinates) is also skipped.
+    if (!(pos >= T(-1) && pos <= static_cast<T>(size))) continue;
     if (pos <= T(0)) pos = T(0);
     AxisSample<T> sample;
     sample.low = static_cast<int64_t>(pos);  // pos is in [0, size] here, so this is floor

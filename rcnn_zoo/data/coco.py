@@ -108,7 +108,9 @@ def read_coco(annotation_file, image_dir, *, strict=False, check_images="header"
             continue
         if size is None:
             if json_size is None:
-                problems.report(MALFORMED_ANNOTATION, path, "no height/width and check_images='none'")
+                problems.report(
+                    MALFORMED_ANNOTATION, path, "no height/width and check_images='none'"
+                )
                 continue
             size = (int(json_size[0]), int(json_size[1]))
         elif json_size is not None and (int(json_size[0]), int(json_size[1])) != tuple(size):
@@ -130,7 +132,9 @@ def read_coco(annotation_file, image_dir, *, strict=False, check_images="header"
             problems.report(MALFORMED_ANNOTATION, where, f"bbox {bbox!r} is not [x, y, w, h]")
             continue
         if ann.get("image_id") not in known_images:
-            problems.report(MALFORMED_ANNOTATION, where, f"unknown image_id {ann.get('image_id')!r}")
+            problems.report(
+                MALFORMED_ANNOTATION, where, f"unknown image_id {ann.get('image_id')!r}"
+            )
             continue
         if ann["image_id"] not in images:  # the image itself was skipped (already reported)
             continue

@@ -96,7 +96,8 @@ class ProblemLog:
         parts = []
         for kind, entries in self.items.items():
             listed = "; ".join(entries[: self.max_listed])
-            more = f"; … {len(entries) - self.max_listed} more" if len(entries) > self.max_listed else ""
+            extra = len(entries) - self.max_listed
+            more = f"; … {extra} more" if extra > 0 else ""
             unit = "image(s)" if kind in _IMAGE_LEVEL_PROBLEMS else "object(s)"
             parts.append(f"{kind}: {len(entries)} {unit} [{listed}{more}]")
         skipped = sum(len(v) for k, v in self.items.items() if k not in _KEPT_PROBLEMS)
@@ -374,7 +375,7 @@ def make_tf_dataset(
     drop_remainder=False,
     num_parallel_calls=tf.data.AUTOTUNE,
 ):
-    """Build the input pipeline: read → decode → resize → augment → pad → batch → prefetch.
+    """Input pipeline: read → decode → resize → augment → pad → batch → prefetch.
 
     Args:
         records: list of :class:`DetectionRecord` (e.g. ``dataset.records``).
@@ -417,7 +418,8 @@ def make_tf_dataset(
     randomized = training and (flip > 0 or jitter)
 
     # Everything per record is computed here once, in NumPy, and gathered by index in the map.
-    paths, sizes, new_sizes, flat_boxes, flat_labels, flat_difficult, counts = [], [], [], [], [], [], []
+    paths, sizes, new_sizes, counts = [], [], [], []
+    flat_boxes, flat_labels, flat_difficult = [], [], []
     too_many = []
     for record in records:
         keep = np.ones(len(record.labels), bool)
@@ -480,7 +482,8 @@ def make_tf_dataset(
         boxes = boxes_t[start:end] * tf.stack([scale[1], scale[0], scale[1], scale[0]])
         labels, difficult = labels_t[start:end], difficult_t[start:end]
         if randomized:
-            seeds = tf.random.experimental.stateless_split(tf.stack([rng, tf.cast(index, tf.int64)]), 2)
+            element_seed = tf.stack([rng, tf.cast(index, tf.int64)])
+            seeds = tf.random.experimental.stateless_split(element_seed, 2)
             if flip > 0:
                 flipped = tf.random.stateless_uniform([], seeds[0]) < flip
                 width = new_size_f[1]

@@ -36,9 +36,7 @@ from rcnn_zoo.data.pipeline import (
     check_image,
     sanitize_boxes,
 )
-from rcnn_zoo.data.pipeline import (
-    check_images as _check_images,
-)
+from rcnn_zoo.data.pipeline import check_images as _check_images
 
 __all__ = [
     "read_voc",
@@ -59,14 +57,16 @@ _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 
 def voc_to_continuous(boxes):
-    """VOC 1-based inclusive ``[..., 4]`` → continuous 0-based xyxy: ``x1 − 1, y1 − 1, x2, y2``."""
+    """VOC 1-based inclusive ``[..., 4]`` → continuous 0-based xyxy ``(x1 − 1, y1 − 1, x2, y2)``
+    (float64)."""
     boxes = np.array(boxes, np.float64)
     boxes[..., :2] -= 1.0
     return boxes
 
 
 def continuous_to_voc(boxes):
-    """Continuous 0-based xyxy ``[..., 4]`` → VOC 1-based inclusive: ``x1 + 1, y1 + 1, x2, y2``.
+    """Continuous 0-based xyxy ``[..., 4]`` → VOC 1-based inclusive ``(x1 + 1, y1 + 1, x2, y2)``
+    (float64).
 
     This is also what py-faster-rcnn writes into its VOC results files for the same box.
     """
@@ -167,7 +167,8 @@ def read_voc(
             in a devkit tree, ``<root>/trainval.txt`` in a plain folder) or a path to a file of
             stems.
         class_names: names of classes ``0 … C−1``; objects of any other class are skipped
-            (reported). None: the sorted set of names found.
+            (reported). None: the sorted set of names found in this split — pass the training
+            set's ``class_names`` when reading its test split, so labels agree.
         use_difficult: whether training uses objects marked ``<difficult>1``; they are always
             kept in the records, marked, for evaluation.
         strict: raise :class:`DatasetError` naming the file at the first problem instead of
@@ -211,6 +212,9 @@ def read_voc(
             raise FileNotFoundError(f"split file not found: {split_path}")
         stems = _read_split(split_path)
         split_desc = os.path.basename(split_path)
+    if not stems:
+        where = annotation_dir if split is None else split_path
+        raise ValueError(f"no images listed: no .xml files / no stems in {where}")
 
     problems = ProblemLog(f"read_voc({root!r}, split={split_desc})", strict=strict)
 
@@ -249,7 +253,8 @@ def read_voc(
                 try:
                     size = check_image(image_path, "header")
                 except Exception as error:
-                    problems.report(UNREADABLE_IMAGE, image_path, f"{type(error).__name__}: {error}")
+                    reason = f"{type(error).__name__}: {error}"
+                    problems.report(UNREADABLE_IMAGE, image_path, reason)
                     continue
             else:
                 size = xml_size

@@ -58,9 +58,10 @@ def predict_detections(model, dataset, max_batches=None):
         )
         gt_boxes = _numpy(targets["boxes"])
         gt_labels = _numpy(targets["labels"])
-        gt_difficult = (
-            _numpy(targets["difficult"]) if "difficult" in targets else np.zeros_like(gt_labels, bool)
-        )
+        if "difficult" in targets:
+            gt_difficult = _numpy(targets["difficult"])
+        else:
+            gt_difficult = np.zeros_like(gt_labels, bool)
         scale = _numpy(targets["scale"]) if "scale" in targets else None
         ids = _numpy(targets["image_id"]) if "image_id" in targets else None
         for b in range(len(gt_labels)):
@@ -74,9 +75,8 @@ def predict_detections(model, dataset, max_batches=None):
                 factor = np.array([scale[b, 1], scale[b, 0], scale[b, 1], scale[b, 0]], np.float64)
                 d_boxes, g_boxes = d_boxes / factor, g_boxes / factor
             detections.append((d_boxes[valid], d_scores[valid], d_labels[valid]))
-            ground_truths.append(
-                (g_boxes, gt_labels[b][g_valid].astype(np.int64), gt_difficult[b][g_valid].astype(bool))
-            )
+            g_labels = gt_labels[b][g_valid].astype(np.int64)
+            ground_truths.append((g_boxes, g_labels, gt_difficult[b][g_valid].astype(bool)))
             image_ids.append(int(ids[b]) if ids is not None else len(image_ids))
     return detections, ground_truths, image_ids
 
@@ -112,7 +112,9 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
 
     Args:
         validation_data: ``tf.data.Dataset`` (or any iterable) of ``(images, targets)``
-            batches, see the module docstring.
+            batches, see the module docstring; or a ``rcnn_zoo.data.DetectionDataset``, turned
+            into batches of ``batch_size`` with ``to_tf_dataset(return_metadata=True)`` (no
+            resizing: the detectors resize internally).
         every_n_epochs: evaluate after epochs ``n, 2n, …`` (1-based).
         metric: ``"voc"`` (all-points AP, IoU > 0.5), ``"voc07"`` (11-point) or ``"coco"``
             (AP@[.50:.95]; also logs ``val_AP50``, ``val_AP75``).
@@ -124,6 +126,7 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
         iou_threshold, pixel_offset: for the VOC metrics (see ``rcnn_zoo.evaluation.voc``).
         max_batches: evaluate on at most this many batches.
         log_name: key of the mean (``"val_mAP"``).
+        batch_size: batch size when ``validation_data`` is a ``DetectionDataset``.
         verbose: print the result after each evaluation.
 
     After an evaluation ``self.last_result`` holds the full result dict.
@@ -141,6 +144,7 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
         pixel_offset=0,
         max_batches=None,
         log_name="val_mAP",
+        batch_size=2,
         verbose=0,
     ):
         super().__init__()
@@ -148,6 +152,12 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be ≥ 1, got {every_n_epochs}")
+        if hasattr(validation_data, "to_tf_dataset"):
+            if class_names is None:
+                class_names = validation_data.class_names
+            validation_data = validation_data.to_tf_dataset(
+                batch_size=batch_size, return_metadata=True
+            )
         self.validation_data = validation_data
         self.every_n_epochs = int(every_n_epochs)
         self.metric = metric

@@ -66,8 +66,13 @@ def pairwise_iou_np(boxes1, boxes2, pixel_offset=0):
     b1 = np.asarray(boxes1, np.float64).reshape(-1, 4)[:, None, :]
     b2 = np.asarray(boxes2, np.float64).reshape(-1, 4)[None, :, :]
     p = float(pixel_offset)
-    iw = np.maximum(np.minimum(b2[..., 2], b1[..., 2]) - np.maximum(b2[..., 0], b1[..., 0]) + p, 0.0)
-    ih = np.maximum(np.minimum(b2[..., 3], b1[..., 3]) - np.maximum(b2[..., 1], b1[..., 1]) + p, 0.0)
+    # Same operations in the same order as voc_eval.py, so the floats are bit-identical.
+    ixmin = np.maximum(b2[..., 0], b1[..., 0])
+    iymin = np.maximum(b2[..., 1], b1[..., 1])
+    ixmax = np.minimum(b2[..., 2], b1[..., 2])
+    iymax = np.minimum(b2[..., 3], b1[..., 3])
+    iw = np.maximum(ixmax - ixmin + p, 0.0)
+    ih = np.maximum(iymax - iymin + p, 0.0)
     inters = iw * ih
     union = (
         (b1[..., 2] - b1[..., 0] + p) * (b1[..., 3] - b1[..., 1] + p)
@@ -93,9 +98,9 @@ def _as_ground_truth(item):
     difficult = item[2] if len(item) > 2 and item[2] is not None else None
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    difficult = (
-        np.zeros(len(labels), bool) if difficult is None else np.asarray(difficult, bool).reshape(-1)
-    )
+    if difficult is None:
+        difficult = np.zeros(len(labels), bool)
+    difficult = np.asarray(difficult, bool).reshape(-1)
     if not len(boxes) == len(labels) == len(difficult):
         raise ValueError("ground truth boxes, labels and difficult differ in length")
     return boxes, labels, difficult

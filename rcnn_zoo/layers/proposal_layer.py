@@ -56,7 +56,7 @@ class ProposalLayer(keras.layers.Layer):
         image_shape: ``[2]`` or ``[B, 2]`` ``(height, width)`` of the input images in pixels,
             or ``[B, 3]`` ``(height, width, scale)`` (py-faster-rcnn's ``im_info``; the scale
             multiplies ``min_size``). Pass a Python tuple only as a keyword argument.
-        training: Python bool choosing the train or test top-n (default: test).
+        training: Python bool choosing the train or test top-n (``None``: test).
 
     Returns:
         A dict, padded to ``P = post_nms_top_n`` rows per image:
@@ -110,7 +110,7 @@ class ProposalLayer(keras.layers.Layer):
         return height, width, min_size
 
     def _candidates(self, objectness, deltas, anchors, height, width, min_size, pre_nms_top_n):
-        """One level: decode, clip, mask small boxes, take the top-n → boxes, logits, ok."""
+        """One level: decode, clip, mask small boxes, take the top-n → ``[B, n, 4]``, ``[B, n]``."""
         objectness = tf.cast(objectness, tf.float32)
         if objectness.shape.rank == 3:
             objectness = tf.squeeze(objectness, axis=-1)

@@ -220,6 +220,8 @@ class TwoStageDetector(keras.Model):
             key: keras.losses.get(value) if value is not None else defaults[key]
             for key, value in given.items()
         }
+        # NMS and the custom RoI ops have no XLA kernels: never let "auto" pick XLA on a GPU.
+        kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
 
     def get_compile_config(self):

@@ -128,7 +128,8 @@ def test_padding_to_batch_max_and_to_fixed_sizes(tmp_path):
 
 
 def test_difficult_left_out_of_training_kept_for_evaluation(wide):
-    hard = record(wide.image_path, 100, 200, [[0, 0, 10, 10], [20, 20, 40, 40]], [0, 1], [True, False])
+    boxes = [[0, 0, 10, 10], [20, 20, 40, 40]]
+    hard = record(wide.image_path, 100, 200, boxes, [0, 1], [True, False])
     _, train = next(iter(make_tf_dataset([hard], batch_size=1, training=True, flip=0.0)))
     np.testing.assert_array_equal(train["labels"].numpy(), [[1]])
     _, used = next(iter(make_tf_dataset([hard], batch_size=1, training=True, flip=0.0,

@@ -127,6 +127,9 @@ def test_plain_folder_like_the_raccoon_set(tmp_path):
     assert len(ds) == 1 and ds[0].image_path == os.path.join(flat, "x.jpg")
     with pytest.raises(FileNotFoundError, match="val.txt"):
         read_voc(root, "val")
+    os.makedirs(tmp_path / "empty" / "annotations")
+    with pytest.raises(ValueError, match="no images"):
+        read_voc(str(tmp_path / "empty"))
 
 
 def make_broken_folder(root):
@@ -158,7 +161,9 @@ def make_broken_folder(root):
     write_jpeg(os.path.join(images, "malformed.jpg"), 40, 30)
     write_xml(os.path.join(annotations, "noimage.xml"), "noimage.jpg", 40, 30, [])
     write_jpeg(os.path.join(images, "badnumber.jpg"), 40, 30)
-    write_xml(os.path.join(annotations, "badnumber.xml"), "badnumber.jpg", 40, 30, [("dog", "a", 1, 5, 5)])
+    write_xml(
+        os.path.join(annotations, "badnumber.xml"), "badnumber.jpg", 40, 30, [("dog", "a", 1, 5, 5)]
+    )
     stems = ["good", "boxes", "unreadable", "malformed", "noimage", "badnumber", "ghost"]
     write_lines(os.path.join(root, "all.txt"), stems)
     return root
@@ -170,7 +175,8 @@ def test_bad_data_is_skipped_with_one_warning_naming_the_files(tmp_path):
         ds = read_voc(root, "all", class_names=["cat", "dog"])
     assert len(caught) == 1
     message = str(caught[0].message)
-    for name in ("unreadable.jpg", "malformed.xml", "noimage.jpg", "ghost.xml", "badnumber.xml", "boxes.xml"):
+    files = ("unreadable.jpg", "malformed.xml", "noimage.jpg", "ghost.xml", "badnumber.xml")
+    for name in files + ("boxes.xml",):
         assert name in message
 
     assert [r.image_id for r in ds] == ["good", "boxes"]  # nothing else dropped
@@ -214,7 +220,8 @@ def test_strict_mode_raises_naming_the_file(tmp_path, stem, expected):
 def test_size_mismatch_uses_the_image_and_warns(tmp_path):
     root = str(tmp_path / "sizes")
     write_jpeg(os.path.join(root, "images", "s.jpg"), 40, 30)
-    write_xml(os.path.join(root, "annotations", "s.xml"), "s.jpg", 400, 300, [("dog", 1, 1, 10, 10)])
+    xml = os.path.join(root, "annotations", "s.xml")
+    write_xml(xml, "s.jpg", 400, 300, [("dog", 1, 1, 10, 10)])
     with pytest.warns(DatasetWarning, match="s.xml"):
         ds = read_voc(root)
     assert (ds[0].height, ds[0].width) == (30, 40) and len(ds[0].labels) == 1

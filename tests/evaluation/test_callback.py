@@ -6,7 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
+from rcnn_zoo.data import DetectionDataset, DetectionRecord
 from rcnn_zoo.evaluation import MeanAveragePrecisionCallback, predict_detections
 
 
@@ -102,6 +104,25 @@ def test_scale_maps_boxes_back_to_original_pixels():
     np.testing.assert_allclose(ground_truths[0][0], first * 2.0)
 
 
+def test_detection_dataset_as_validation_data(tmp_path):
+    images, targets = next(iter(rectangles(num_images=2)))
+    records = []
+    for i in range(2):
+        path = str(tmp_path / f"{i}.png")
+        Image.fromarray(images[i].numpy().astype(np.uint8)).save(path)
+        boxes, labels = targets["boxes"][i, :1].numpy(), targets["labels"][i, :1].numpy()
+        records.append(DetectionRecord(path, i, boxes, labels, [False], 32, 32))
+    dataset = DetectionDataset(records, ["a", "b", "c"])
+    callback = MeanAveragePrecisionCallback(dataset, per_class=True)
+    callback.set_model(RectangleDetector())
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_mAP"] == 1.0 and logs["val_AP_a"] == 1.0 and np.isnan(logs["val_AP_c"])
+
+
+# Epoch 1 has no val_mAP (every_n_epochs=2): ModelCheckpoint says so, as intended.
+@pytest.mark.filterwarnings("ignore:Can save best model only with val_mAP available")
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras saving
 def test_fit_logs_val_map_for_model_checkpoint(tmp_path):
     model = RectangleDetector(num_classes=3)
     model.compile(optimizer="sgd")
@@ -112,6 +133,6 @@ def test_fit_logs_val_map_for_model_checkpoint(tmp_path):
             path, monitor="val_mAP", mode="max", save_best_only=True, save_weights_only=True
         ),
     ]
-    history = model.fit(rectangles(), epochs=2, callbacks=callbacks, verbose=0)
+    history = model.fit(rectangles(), epochs=2, callbacks=callbacks, verbose=0, shuffle=False)
     assert history.history["val_mAP"] == [pytest.approx(1.0)]  # epoch 2 only
     assert os.path.exists(path)

@@ -98,11 +98,12 @@ def random_problem(rng, num_images=25, num_classes=3):
         source = boxes[rng.integers(0, n, m)] if n else np.zeros((0, 4))
         noise = rng.normal(0, rng.choice([1.0, 6.0]), (len(source), 4))
         jittered = source + noise
-        random = rng.uniform(1, 250, (rng.integers(0, 3), 4))
-        random = np.concatenate([random[:, :2], random[:, :2] + rng.uniform(3, 60, (len(random), 2))], 1)
-        d_boxes = np.concatenate([jittered, random]).reshape(-1, 4)
+        corner = rng.uniform(1, 250, (rng.integers(0, 3), 2))
+        spurious = np.concatenate([corner, corner + rng.uniform(3, 60, corner.shape)], 1)
+        d_boxes = np.concatenate([jittered, spurious]).reshape(-1, 4)
+        copied_labels = labels[rng.integers(0, n, m)] if n else np.zeros(0, int)
         d_labels = np.concatenate(
-            [labels[rng.integers(0, n, m)] if n else np.zeros(0, int), rng.integers(0, num_classes, len(random))]
+            [copied_labels, rng.integers(0, num_classes, len(spurious))]
         ).astype(int)
         flip = rng.random(len(d_labels)) < 0.1
         d_labels[flip] = rng.integers(0, num_classes, flip.sum())
@@ -164,7 +165,11 @@ def hand_case():
         (np.array([c, d], float), np.array([0, 0]), np.array([False, True])),
     ]
     dets = [
-        (np.array([a, a, [100, 100, 110, 110]], float), np.array([0.9, 0.8, 0.5]), np.array([0, 0, 0])),
+        (
+            np.array([a, a, [100, 100, 110, 110]], float),
+            np.array([0.9, 0.8, 0.5]),
+            np.array([0, 0, 0]),
+        ),
         (np.array([d, c], float), np.array([0.7, 0.6]), np.array([0, 0])),
     ]
     return dets, gts
@@ -200,7 +205,8 @@ def test_threshold_is_strict_and_no_fallback_to_second_best_box():
 
     # Two gts; the second detection overlaps both but best matches the taken one: FP.
     gts = [(np.array([[0, 0, 10, 10], [0, 0, 10, 8]], float), np.array([0, 0]), None)]
-    dets = [(np.array([[0, 0, 10, 10], [0, 0, 10, 9.5]], float), np.array([0.9, 0.8]), np.array([0, 0]))]
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9.5]])
+    dets = [(boxes, np.array([0.9, 0.8]), np.array([0, 0]))]
     ap, _ = voc_ap_per_class(dets, gts, 1)
     assert ap[0] == pytest.approx(0.5)  # recall 1/2 at precision 1, never more
 

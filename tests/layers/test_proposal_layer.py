@@ -8,7 +8,6 @@ import json
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from rcnn_zoo.layers import ProposalLayer
