@@ -385,8 +385,8 @@ def make_tf_dataset(
             targets carry ``"difficult"``.
         min_size, max_size: resize keeping the aspect ratio (:func:`resized_size`); boxes are
             scaled with the exact per-axis factors ``new / old``. None: no resize.
-        flip: probability of a horizontal flip (``True`` = 0.5); default 0.5 when training,
-            never otherwise. Boxes become ``(W − x2, y1, W − x1, y2)``.
+        flip: probability of a horizontal flip (``True`` = 0.5); default 0.5 when training.
+            Boxes become ``(W − x2, y1, W − x1, y2)``. Like ``jitter``, only used in training.
         jitter: photometric jitter when training: ``True`` for :data:`DEFAULT_JITTER` or a dict
             with any of ``brightness`` (max delta, 0..1 scale), ``contrast``, ``saturation``
             (factor range ``1 ± v``) and ``hue`` (max delta, 0..0.5). Default: none.

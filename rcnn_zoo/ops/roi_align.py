@@ -13,8 +13,9 @@ column part, as does the validity test, so a RoI's output is ``A_y 路 F 路 A_x岬
 sorted by size and processed in chunks under a memory budget: gather each RoI's window of the
 map (the rows and columns its samples can touch), then two batched matmuls. The gradient
 (custom, RoIs get none) is the transpose, scattered back into the map. Nothing of size
-``[K, H, W, C]`` is built and the number of samples (adaptive grids included) never enters the
-big tensors, only the small ``A`` matrices.
+``[K, H, W, C]`` is built, and the number of samples only enters the small ``A`` matrices, for
+the samples that can land on the map (so a RoI far larger than the map costs no more than the
+map, with no cap on the adaptive grid).
 """
 
 import functools
@@ -26,9 +27,6 @@ from rcnn_zoo.ops.roi_pool import chunk_loop, empty_outputs_array
 
 _OP = "roi_align"
 
-# An adaptive grid larger than this many samples per bin side is capped (RoIs over 7000 feature
-# pixels wide at 7 bins; the C++ kernel would take hours there anyway).
-MAX_GRID = 1024
 _LIMIT = float(1 << 28)
 
 
@@ -94,7 +92,7 @@ def _axis(start, length, pooled, size, sampling_ratio):
         grid = tf.fill(tf.shape(start), sampling_ratio)
     else:
         grid = tf.math.ceil(_validation.true_divide(length, pooled))
-        grid = tf.cast(tf.clip_by_value(grid, 0, MAX_GRID), tf.int32)
+        grid = tf.cast(tf.clip_by_value(grid, 0, _LIMIT), tf.int32)
     # Samples lie strictly between the two corners; one pixel of slack on each side keeps
     # float rounding at an integer corner inside the window.
     size_f = tf.cast(size, dtype)
@@ -105,20 +103,41 @@ def _axis(start, length, pooled, size, sampling_ratio):
     return bin_size, grid, origin, tf.maximum(end - origin + 1, 1)
 
 
+def _sample_range(base, bin_size, grid, size):
+    """``[first, stop)`` sample indices of each bin that may fall inside ``[-1, size]``.
+
+    Only those can contribute, so a RoI much larger than the map costs no more than the map:
+    ``(iy + 0.5)路bin/grid`` is solved for both limits (with two samples of slack for rounding;
+    every sample kept is still tested exactly).
+    """
+    dtype = base.dtype
+    grid_f = tf.cast(grid, dtype)[:, None]
+    bin_size = bin_size[:, None]
+    degenerate = tf.equal(bin_size, 0)  # every sample sits at `base`
+    safe = tf.where(degenerate, tf.ones((), dtype), bin_size)
+    low = (-1 - base) * grid_f / safe - 0.5
+    high = (tf.cast(size, dtype) - base) * grid_f / safe - 0.5
+    first = tf.clip_by_value(tf.math.ceil(tf.minimum(low, high)) - 2, 0, grid_f)
+    stop = tf.clip_by_value(tf.floor(tf.maximum(low, high)) + 3, 0, grid_f)
+    first = tf.where(degenerate, tf.zeros((), dtype), first)
+    stop = tf.where(degenerate, grid_f, stop)
+    return tf.cast(first, tf.int32), tf.cast(stop, tf.int32)
+
+
 def _weights(start, bin_size, grid, origin, span, size, pooled):
     """``[n, pooled, span]``: averaged bilinear weight of every window row for every bin."""
     dtype = start.dtype
     n = tf.shape(start)[0]
-    max_grid = tf.maximum(tf.reduce_max(grid), 1)
-    sample = tf.range(max_grid)
+    bin_index = tf.range(pooled, dtype=dtype)[None, :]
+    base = start[:, None] + bin_index * bin_size[:, None]  # [n, pooled]
+    first, stop = _sample_range(base, bin_size, grid, size)
+    count = tf.maximum(tf.reduce_max(stop - first), 1)
+    sample = first[:, :, None] + tf.range(count)[None, None, :]  # [n, pooled, count]
     grid_f = tf.cast(tf.maximum(grid, 1), dtype)[:, None, None]
-    bin_index = tf.range(pooled, dtype=dtype)[None, :, None]
-    step = tf.cast(sample, dtype)[None, None, :] + 0.5
-    bin_size = bin_size[:, None, None]
     # Same operation order as the kernels: (y1 + i路bin) + ((iy + .5)路bin) / grid.
-    y = (start[:, None, None] + bin_index * bin_size) + (step * bin_size) / grid_f
+    y = base[:, :, None] + ((tf.cast(sample, dtype) + 0.5) * bin_size[:, None, None]) / grid_f
     size_f = tf.cast(size, dtype)
-    valid = (sample[None, None, :] < grid[:, None, None]) & (y >= -1) & (y <= size_f)
+    valid = (sample < stop[:, :, None]) & (y >= -1) & (y <= size_f)
     y = tf.clip_by_value(y, 0, size_f)
     low = tf.cast(tf.floor(y), tf.int32)
     at_end = low >= size - 1
@@ -129,10 +148,10 @@ def _weights(start, bin_size, grid, origin, span, size, pooled):
     zero = tf.zeros((), dtype)
     w_low = tf.where(valid, (1 - frac) / grid_f, zero)
     w_high = tf.where(valid, frac / grid_f, zero)
-    base = (tf.range(n)[:, None, None] * pooled + tf.range(pooled)[None, :, None]) * span
+    segment = (tf.range(n)[:, None, None] * pooled + tf.range(pooled)[None, :, None]) * span
     origin = origin[:, None, None]
-    id_low = base + tf.clip_by_value(low - origin, 0, span - 1)
-    id_high = base + tf.clip_by_value(high - origin, 0, span - 1)
+    id_low = segment + tf.clip_by_value(low - origin, 0, span - 1)
+    id_high = segment + tf.clip_by_value(high - origin, 0, span - 1)
     weights = tf.math.unsorted_segment_sum(
         tf.concat([tf.reshape(w_low, [-1]), tf.reshape(w_high, [-1])], 0),
         tf.concat([tf.reshape(id_low, [-1]), tf.reshape(id_high, [-1])], 0),
