@@ -60,8 +60,8 @@ struct RoiPoolBox {
 // the bin's C outputs. Initialising from the bin's first cell and replacing only on a strictly
 // greater value implements the "first maximum in scan order" tie rule.
 template <typename T>
-void MaxPoolBin(const T* image, int64_t width, int64_t channels, const BinRange& bin, T* out,
-                int32_t* argmax) {
+void MaxPoolBin(const T* __restrict__ image, int64_t width, int64_t channels, const BinRange& bin,
+                T* __restrict__ out, int32_t* __restrict__ argmax) {
   if (bin.empty()) {
     std::fill_n(out, channels, T(0));
     std::fill_n(argmax, channels, -1);
@@ -75,11 +75,13 @@ void MaxPoolBin(const T* image, int64_t width, int64_t channels, const BinRange&
     for (int64_t w = (h == bin.h0 ? bin.w0 + 1 : bin.w0); w < bin.w1; ++w) {
       const int32_t pos = static_cast<int32_t>(h * width + w);
       const T* cell = image + static_cast<int64_t>(pos) * channels;
+      // Unconditional selects rather than a branch, so the loop vectorises.
       for (int64_t c = 0; c < channels; ++c) {
-        if (cell[c] > out[c]) {
-          out[c] = cell[c];
-          argmax[c] = pos;
-        }
+        const T value = cell[c], best = out[c];
+        const int32_t best_pos = argmax[c];
+        const bool greater = value > best;
+        out[c] = greater ? value : best;
+        argmax[c] = greater ? pos : best_pos;
       }
     }
   }

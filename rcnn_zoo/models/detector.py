@@ -299,6 +299,19 @@ class TwoStageDetector(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self(x, training=False)
 
+    # ------------------------------------------------------------------ export
+    def export(self, filepath, format="tf_saved_model", verbose=True, input_type="image_tensor", **kwargs):
+        """Write a SavedModel for TF Serving (Keras 3's export entry point).
+
+        Only stock TensorFlow ops are used (the pure-TF RoI ops), so stock TF Serving loads it.
+        See :func:`rcnn_zoo.export.export_saved_model` for ``input_type`` and the signature.
+        """
+        if format != "tf_saved_model":
+            raise ValueError(f"rcnn_zoo detectors export format 'tf_saved_model' only, got {format!r}")
+        from rcnn_zoo.export import export_saved_model  # noqa: PLC0415 (cycle)
+
+        return export_saved_model(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
+
     # ------------------------------------------------------------------ config
     def get_config(self):
         return {

@@ -1,0 +1,261 @@
+"""SavedModel export for TensorFlow Serving, with the TF Object Detection API's signature.
+
+Shapes: B images in a request, H, W their height and width in pixels, D = the model's
+``max_detections``.
+
+The SavedModel has one signature, ``serving_default``, with one input ``input_tensor`` whose
+type depends on ``input_type``:
+
+- ``"image_tensor"``: uint8 ``[B, H, W, 3]`` RGB;
+- ``"float_image_tensor"``: float32 ``[B, H, W, 3]`` RGB in 0..255;
+- ``"encoded_image_string_tensor"``: string ``[B]`` of JPEG/PNG/BMP/GIF bytes, each decoded to
+  RGB (``tf.io.decode_image(channels=3, expand_animations=False)``, so the first GIF frame, alpha
+  dropped). Images of different sizes are padded with black at the bottom/right to the largest
+  one before the model sees them.
+
+B, H and W are dynamic. The outputs are named as in the TF Object Detection API:
+
+- ``detection_boxes`` float32 ``[B, D, 4]``: ``[ymin, xmin, ymax, xmax]`` normalised to
+  ``[0, 1]`` by **each input image's own** height and width (for a padded encoded image, its
+  decoded size; padding at the bottom/right does not move the origin, so the boxes stay
+  relative to that image's pixels), clipped to ``[0, 1]``;
+- ``detection_scores`` float32 ``[B, D]``, best first;
+- ``detection_classes`` float32 ``[B, D]``: **1-based** class ids as in an OD API label map,
+  ``id = model label + 1``, so id ``k`` is ``model.class_names[k - 1]``;
+- ``num_detections`` float32 ``[B]``: the valid rows; rows past it are all zero (class 0).
+
+The class names travel with the model as two assets: ``assets/labels.txt`` (line ``k``, counted
+from 1, is the name of class id ``k``) and ``assets/label_map.pbtxt`` (an OD API
+``StringIntLabelMap``). The graph is traced inside :func:`rcnn_zoo.ops.force_fallback`, so it
+holds only stock TensorFlow ops and stock TF Serving loads it; see ``docs/serving.md``.
+"""
+
+import contextlib
+import os
+import tempfile
+
+import tensorflow as tf
+
+from rcnn_zoo.ops import _loader
+from rcnn_zoo.ops import boxes as box_ops
+
+INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "float_image_tensor")
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "input_tensor"
+OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+LABELS_FILENAME = "labels.txt"
+LABEL_MAP_FILENAME = "label_map.pbtxt"
+CUSTOM_OP_PREFIX = "RcnnZoo"
+
+_INPUT_SPECS = {
+    "image_tensor": tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME),
+    "float_image_tensor": tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME),
+    "encoded_image_string_tensor": tf.TensorSpec([None], tf.string, name=INPUT_NAME),
+}
+
+
+def class_names_of(model):
+    """The model's class names, or ``class_0 … class_{C−1}`` (model labels) when it has none."""
+    names = getattr(model, "class_names", None)
+    if names is None:
+        return [f"class_{label}" for label in range(int(model.num_classes))]
+    return [str(name) for name in names]
+
+
+def decode_images(encoded):
+    """JPEG/PNG/BMP/GIF bytes ``[B]`` → (uint8 ``[B, H, W, 3]`` padded with zeros at the
+    bottom/right to the largest image, int32 ``[B, 2]`` each image's own ``(height, width)``)."""
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+        image.set_shape([None, None, 3])
+        return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
+
+    images, sizes = tf.map_fn(
+        decode,
+        encoded,
+        fn_output_signature=(
+            tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1),
+            tf.TensorSpec([2], tf.int32),
+        ),
+    )
+    return images.to_tensor(), sizes
+
+
+def detections_to_od_api(model, outputs, padded_height, padded_width, image_sizes):
+    """The model's predict dict → the OD API's four outputs (see the module docstring).
+
+    Args:
+        model: gives ``bounding_box_format``.
+        outputs: ``{"boxes" [B,D,4] (bounding_box_format, pixels of the padded batch),
+            "scores" [B,D], "labels" [B,D] (0…C−1, −1 padding), "num_detections" [B]}``.
+        padded_height, padded_width: size of the batch the model saw (relative box formats).
+        image_sizes: int ``[B, 2]`` ``(height, width)`` of each image's own pixels.
+    """
+    boxes = box_ops.convert_format(
+        tf.cast(outputs["boxes"], tf.float32),
+        model.bounding_box_format,
+        "xyxy",
+        height=tf.cast(padded_height, tf.float32),
+        width=tf.cast(padded_width, tf.float32),
+    )
+    sizes = tf.cast(image_sizes, tf.float32)
+    height, width = sizes[:, 0:1], sizes[:, 1:2]
+    normalised = tf.stack(
+        [boxes[..., 1] / height, boxes[..., 0] / width, boxes[..., 3] / height, boxes[..., 2] / width],
+        axis=-1,
+    )
+    normalised = tf.clip_by_value(normalised, 0.0, 1.0)
+    scores = tf.cast(outputs["scores"], tf.float32)
+    classes = tf.cast(tf.cast(outputs["labels"], tf.int32) + 1, tf.float32)
+    valid = tf.sequence_mask(outputs["num_detections"], tf.shape(scores)[1])
+    # A detection wholly inside another image's padding is empty once clipped: drop it and move
+    # the rest up, keeping their order (best first). Unpadded images lose nothing here: the
+    # model already clipped their boxes and dropped the empty ones.
+    valid &= (normalised[..., 2] > normalised[..., 0]) & (normalised[..., 3] > normalised[..., 1])
+    order = tf.argsort(tf.cast(~valid, tf.int32), axis=1, stable=True)
+    normalised = tf.gather(normalised, order, batch_dims=1)
+    scores = tf.gather(scores, order, batch_dims=1)
+    classes = tf.gather(classes, order, batch_dims=1)
+    count = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+    valid = tf.sequence_mask(count, tf.shape(scores)[1])
+    return {
+        "detection_boxes": tf.where(valid[..., None], normalised, 0.0),
+        "detection_scores": tf.where(valid, scores, 0.0),
+        "detection_classes": tf.where(valid, classes, 0.0),
+        "num_detections": tf.cast(count, tf.float32),
+    }
+
+
+def serving_fn(model, input_type):
+    """The ``tf.function`` behind ``serving_default`` (input signature fixed by ``input_type``).
+
+    Not traced here; :func:`export_saved_model` traces it inside ``force_fallback()``.
+    """
+    if input_type not in _INPUT_SPECS:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+
+    def serve(input_tensor):
+        if input_type == "encoded_image_string_tensor":
+            images, sizes = decode_images(input_tensor)
+        else:
+            images = input_tensor
+            shape = tf.shape(images)
+            sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
+        images = tf.cast(images, tf.float32)
+        shape = tf.shape(images)
+        outputs = model(images, training=False)
+        return detections_to_od_api(model, outputs, shape[1], shape[2], sizes)
+
+    return tf.function(serve, input_signature=[_INPUT_SPECS[input_type]], autograph=False)
+
+
+def custom_op_types(graph_def):
+    """Sorted op types of rcnn_zoo's custom ops in a GraphDef, its function library included."""
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return sorted({node.op for node in nodes if node.op.startswith(CUSTOM_OP_PREFIX)})
+
+
+class _ServingModule(tf.Module):
+    """What is saved: the model's variables, the serving function and the label assets.
+
+    The Keras model itself is not an attribute (it would be tracked and saved as an object
+    graph); the function captures its variables, which are tracked through ``model_variables``.
+    """
+
+    def __init__(self, model, function, asset_paths):
+        super().__init__(name="rcnn_zoo_detector")
+        self.model_variables = list(model.variables)
+        self.serve = function
+        self.labels_file = tf.saved_model.Asset(asset_paths[0])
+        self.label_map_file = tf.saved_model.Asset(asset_paths[1])
+
+
+def _write_label_assets(directory, names):
+    labels = os.path.join(directory, LABELS_FILENAME)
+    with open(labels, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{name}\n" for name in names)
+    label_map = os.path.join(directory, LABEL_MAP_FILENAME)
+    with open(label_map, "w", encoding="utf-8") as handle:
+        for index, name in enumerate(names):
+            escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+            handle.write(f"item {{\n  id: {index + 1}\n  name: '{escaped}'\n}}\n")
+    return labels, label_map
+
+
+def _check_model(model):
+    missing = [
+        attribute
+        for attribute in ("bounding_box_format", "num_classes")
+        if getattr(model, attribute, None) is None
+    ]
+    if missing or not callable(model):
+        raise TypeError(
+            "export_saved_model needs a detector: callable as model(images, training=False) "
+            "→ {'boxes', 'scores', 'labels', 'num_detections'}, with bounding_box_format and "
+            f"num_classes; {type(model).__name__} lacks {missing or ['__call__']}"
+        )
+    if not model.built:
+        # Build eagerly: creating variables while tracing the serving function would fail.
+        model(tf.zeros([1, 64, 64, 3], tf.float32), training=False)
+
+
+def export_saved_model(model, path, input_type="image_tensor", verbose=True, portable=True):
+    """Write ``model`` as a SavedModel for TF Serving (signature ``serving_default``).
+
+    Args:
+        model: a :class:`rcnn_zoo.TwoStageDetector` (anything with ``model(images,
+            training=False)`` → ``{"boxes", "scores", "labels", "num_detections"}``,
+            ``bounding_box_format``, ``num_classes`` and optional ``class_names``).
+        path: the SavedModel directory to write (created if missing).
+        input_type: ``"image_tensor"`` (uint8 ``[B,H,W,3]``), ``"float_image_tensor"``
+            (float32 ``[B,H,W,3]``, 0..255) or ``"encoded_image_string_tensor"`` (JPEG/PNG bytes
+            ``[B]``); the input is named ``input_tensor``.
+        verbose: print where the model went and its signature.
+        portable: trace with the pure-TensorFlow RoI ops (default), so any TensorFlow or TF
+            Serving loads the model. ``False`` keeps the compiled ops when they are loaded; the
+            server must then load ``_rcnn_zoo_ops*.so`` before the model.
+
+    Returns:
+        ``path`` as a string. Outputs, box and class conventions: see the module docstring.
+
+    Raises:
+        ValueError: unknown ``input_type``, or (``portable=True``) custom ops in the graph.
+        TypeError: ``model`` is not a detector.
+    """
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    _check_model(model)
+    path = os.fspath(path)
+    names = class_names_of(model)
+    if len(names) != int(model.num_classes):
+        raise ValueError(f"{len(names)} class names for num_classes={model.num_classes}")
+    function = serving_fn(model, input_type)
+    with tempfile.TemporaryDirectory(prefix="rcnn_zoo_export_") as scratch:
+        module = _ServingModule(model, function, _write_label_assets(scratch, names))
+        tracing = _loader.force_fallback() if portable else contextlib.nullcontext()
+        with tracing:
+            concrete = function.get_concrete_function()
+            custom = custom_op_types(concrete.graph.as_graph_def())
+            if portable and custom:
+                raise ValueError(f"custom ops {custom} in a portable export (please report this)")
+            tf.saved_model.save(module, path, signatures={SIGNATURE_NAME: concrete})
+    if verbose:
+        _print_summary(model, path, input_type, names, custom)
+    return path
+
+
+def _print_summary(model, path, input_type, names, custom):
+    spec = _INPUT_SPECS[input_type]
+    shape = "[B]" if input_type == "encoded_image_string_tensor" else "[B, H, W, 3]"
+    ops = f"custom ops {custom} (load _rcnn_zoo_ops*.so first)" if custom else "stock TensorFlow ops only"
+    print(
+        f"Saved {type(model).__name__} to {path} ({ops})\n"
+        f"  signature '{SIGNATURE_NAME}': {INPUT_NAME} {spec.dtype.name} {shape} ({input_type})\n"
+        "  outputs: detection_boxes [B, D, 4] (normalised ymin, xmin, ymax, xmax), "
+        "detection_scores [B, D], detection_classes [B, D] (1-based ids), num_detections [B]\n"
+        f"  classes: {', '.join(f'{i + 1}={n}' for i, n in enumerate(names))} "
+        f"(assets/{LABELS_FILENAME}, assets/{LABEL_MAP_FILENAME})"
+    )
