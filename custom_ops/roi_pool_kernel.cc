@@ -75,13 +75,12 @@ void MaxPoolBin(const T* __restrict__ image, int64_t width, int64_t channels, co
     for (int64_t w = (h == bin.h0 ? bin.w0 + 1 : bin.w0); w < bin.w1; ++w) {
       const int32_t pos = static_cast<int32_t>(h * width + w);
       const T* cell = image + static_cast<int64_t>(pos) * channels;
-      // Unconditional selects rather than a branch, so the loop vectorises.
+      // Branch-free update (a select and a bit mask) so that GCC vectorises the loop.
       for (int64_t c = 0; c < channels; ++c) {
         const T value = cell[c], best = out[c];
-        const int32_t best_pos = argmax[c];
-        const bool greater = value > best;
-        out[c] = greater ? value : best;
-        argmax[c] = greater ? pos : best_pos;
+        const int32_t greater_mask = -static_cast<int32_t>(value > best);
+        out[c] = best < value ? value : best;
+        argmax[c] ^= (argmax[c] ^ pos) & greater_mask;
       }
     }
   }

@@ -180,6 +180,7 @@ class TwoStageDetector(keras.Model):
         rpn_box_loss=None,
         classification_loss=None,
         box_loss=None,
+        loss_weights=None,
         **kwargs,
     ):
         """Configure training. Every argument has a sensible default.
@@ -189,6 +190,8 @@ class TwoStageDetector(keras.Model):
                 papers' optimiser (the clip guards the first steps from scratch).
             rpn_objectness_loss, rpn_box_loss, classification_loss, box_loss: Loss instances or
                 names to replace the defaults (see ``rcnn_zoo.losses``).
+            loss_weights: optional ``{loss name: weight}`` over ``LOSS_NAMES`` (default 1 each;
+                the logged per-loss values stay unweighted). Used by alternating training.
             **kwargs: passed to ``keras.Model.compile`` (``metrics``, ``jit_compile``, …).
                 ``loss`` is not accepted: the detector's losses are the four above.
         """
@@ -216,6 +219,11 @@ class TwoStageDetector(keras.Model):
             "classification_loss": classification_loss,
             "box_loss": box_loss,
         }
+        unknown = set(loss_weights or {}) - set(self.LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"loss_weights names {sorted(unknown)} are not in {self.LOSS_NAMES}")
+        self.loss_weights_by_name = {name: 1.0 for name in self.LOSS_NAMES}
+        self.loss_weights_by_name.update({k: float(v) for k, v in (loss_weights or {}).items()})
         self.loss_functions = {
             key: keras.losses.get(value) if value is not None else defaults[key]
             for key, value in given.items()
@@ -230,6 +238,7 @@ class TwoStageDetector(keras.Model):
             config = dict(config)
             for key, loss in self.loss_functions.items():
                 config[key] = keras.saving.serialize_keras_object(loss)
+            config["loss_weights"] = dict(self.loss_weights_by_name)
         return config
 
     def compile_from_config(self, config):
@@ -241,6 +250,7 @@ class TwoStageDetector(keras.Model):
         if optimizer is not None:
             optimizer = keras.saving.deserialize_keras_object(optimizer)
         allowed = {"rpn_objectness_loss", "rpn_box_loss", "classification_loss", "box_loss",
+                   "loss_weights",
                    "metrics", "jit_compile", "steps_per_execution", "run_eagerly"}
         self.compile(optimizer=optimizer, **{k: v for k, v in config.items() if k in allowed and v is not None})
         if self.built and hasattr(self.optimizer, "build"):
@@ -256,7 +266,10 @@ class TwoStageDetector(keras.Model):
         if not getattr(self, "loss_functions", None):
             raise RuntimeError("Call model.compile() before fit/evaluate.")
         parts = self.compute_losses(y_pred)
-        total = tf.add_n([tf.cast(v, tf.float32) for v in parts.values()])
+        weights = getattr(self, "loss_weights_by_name", {})
+        total = tf.add_n(
+            [tf.cast(v, tf.float32) * weights.get(name, 1.0) for name, v in parts.items()]
+        )
         replicas = float(_num_replicas())
         for tracker in self.loss_trackers:
             # Keras Loss objects already divide by the replica count; log per-batch values.
