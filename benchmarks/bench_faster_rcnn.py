@@ -1,0 +1,115 @@
+"""Faster R-CNN speed on the CPU: inference latency and training step time, with FLOPs.
+
+    python benchmarks/bench_faster_rcnn.py [--image PATH] [--repeats 5] [--threads 2]
+
+Prints a table and writes benchmarks/results/faster_rcnn.json. Configurations: resnet50_fpn at
+800 px (torchvision fasterrcnn_resnet50_fpn's setting; reference point: about 2.2 s per
+800×1066 image on 2 threads) and vgg16 at 600 px (the paper's), random weights (speed does not
+depend on them), on a real photo from ../shared/datasets/raccoon by default.
+
+FLOPs are counted by TensorFlow's profiler on the traced inference graph (2 FLOPs per
+multiply-add; convolutions and matmuls dominate; the RoI ops and NMS are not counted).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_IMAGE = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "datasets", "raccoon", "images", "raccoon-1.jpg"
+)
+CONFIGS = (
+    ("resnet50_fpn", 800, 1333),
+    ("vgg16", 600, 1000),
+)
+
+
+def _flops(function, *args):
+    import tensorflow as tf  # noqa: PLC0415
+
+    concrete = tf.function(function).get_concrete_function(*args)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    info = tf.compat.v1.profiler.profile(graph=concrete.graph, options=options)
+    return info.total_float_ops
+
+
+def _median_time(function, args, repeats):
+    function(*args)  # warm-up (tracing)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function(*args)
+        _ = [np.asarray(v) for v in (result.values() if isinstance(result, dict) else [result])]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_config(backbone, min_size, max_size, image, repeats):
+    import tensorflow as tf  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+    import rcnn_zoo  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    model = rcnn_zoo.FasterRCNN(
+        num_classes=20, backbone=backbone, image_min_size=min_size, image_max_size=max_size
+    )
+    batch = tf.constant(image[None].astype("float32"))
+    infer = tf.function(lambda x: model(x, training=False))
+    latency = _median_time(infer, (batch,), repeats)
+    flops = _flops(lambda x: model(x, training=False), tf.TensorSpec(batch.shape, tf.float32))
+
+    boxes = tf.constant([[[0.2 * image.shape[1], 0.2 * image.shape[0],
+                           0.8 * image.shape[1], 0.8 * image.shape[0]]]], tf.float32)
+    targets = {"boxes": boxes, "labels": tf.constant([[0]], tf.int32)}
+    model.compile()
+    step = tf.function(lambda x, y: model.train_step((x, y)))
+    train_time = _median_time(step, (batch, targets), max(2, repeats // 2))
+    resized = model.preprocess(batch)[0].shape[1:3]
+    return {
+        "backbone": backbone,
+        "input_size": list(image.shape[:2]),
+        "resized_to": [int(resized[0]), int(resized[1])],
+        "ops": rcnn_zoo.ops.implementation(),
+        "inference_s": round(latency, 4),
+        "train_step_s": round(train_time, 4),
+        "inference_gflops": round(flops / 1e9, 2),
+        "achieved_gflops_per_s": round(flops / 1e9 / latency, 1),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "faster_rcnn.json"))
+    parser.add_argument("--configs", nargs="*", default=[c[0] for c in CONFIGS])
+    args = parser.parse_args()
+
+    import tensorflow as tf  # noqa: PLC0415
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    image = np.asarray(Image.open(args.image).convert("RGB"))
+    rows = [bench_config(b, lo, hi, image, args.repeats) for b, lo, hi in CONFIGS if b in args.configs]
+    header = f"{'backbone':<14}{'resized':>12}{'ops':>10}{'infer s':>10}{'train s':>10}{'GFLOPs':>10}{'GFLOP/s':>10}"
+    print(header)
+    for r in rows:
+        size = f"{r['resized_to'][0]}x{r['resized_to'][1]}"
+        print(f"{r['backbone']:<14}{size:>12}{r['ops']:>10}{r['inference_s']:>10}{r['train_step_s']:>10}"
+              f"{r['inference_gflops']:>10}{r['achieved_gflops_per_s']:>10}")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as handle:
+        json.dump({"threads": args.threads, "image": os.path.basename(args.image), "results": rows}, handle, indent=2)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
