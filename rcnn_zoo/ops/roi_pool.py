@@ -65,10 +65,9 @@ def roi_pool(features, rois, pool_size=(7, 7), spatial_scale=1.0 / 16, impl=None
 def chunk_loop(total, padded_dims, unit, body, state):
     """Run ``body(start, n, *state) -> state`` over consecutive chunks covering ``[0, total)``.
 
-    ``padded_dims`` ``[total, D]`` int32 (each ≥ 1) are the per-RoI sizes a chunk pads to; a chunk
-    of ``n`` RoIs costs ``n · Π max(dims) · unit`` elements. Starting from ``MAX_CHUNK``
-    candidates the chunk shrinks to fit ``CHUNK_BUDGET`` (shrinking only lowers the maxima, so the
-    bound holds), and never below one RoI.
+    ``padded_dims`` ``[total, D]`` int32 (each ≥ 1) are the per-RoI sizes a chunk pads to: a chunk
+    of ``m`` RoIs costs ``m · Π max(dims) · unit`` elements. Each chunk takes the most RoIs (up to
+    ``MAX_CHUNK``, at least one) that fit ``CHUNK_BUDGET``.
     """
     unit = tf.cast(unit, tf.int64)
 
@@ -77,9 +76,16 @@ def chunk_loop(total, padded_dims, unit, body, state):
 
     def step(start, *loop_state):
         n0 = tf.minimum(total - start, MAX_CHUNK)
-        dims = tf.reduce_max(padded_dims[start : start + n0], axis=0)
-        per_roi = tf.maximum(tf.reduce_prod(tf.cast(dims, tf.int64)) * unit, 1)
-        n = tf.cast(tf.clip_by_value(CHUNK_BUDGET // per_roi, 1, tf.cast(n0, tf.int64)), tf.int32)
+        dims = padded_dims[start : start + n0]  # [n0, D]
+        candidates = tf.range(1, n0 + 1)
+        prefix = tf.range(n0)[None, :] < candidates[:, None]  # [n0, n0]: row m-1 = first m
+        prefix_max = tf.reduce_max(tf.where(prefix[:, :, None], dims[None, :, :], 0), axis=1)
+        cost = (
+            tf.cast(candidates, tf.int64)
+            * tf.reduce_prod(tf.cast(prefix_max, tf.int64), axis=1)
+            * unit
+        )
+        n = tf.maximum(tf.reduce_sum(tf.cast(cost <= CHUNK_BUDGET, tf.int32)), 1)
         return (start + n, *body(start, n, *loop_state))
 
     result = tf.while_loop(cond, step, (tf.constant(0), *state), parallel_iterations=2)
@@ -109,69 +115,115 @@ def _bins(start, end, bins, size, dtype):
     return tf.clip_by_value(lo, 0, size), tf.clip_by_value(hi, 0, size)
 
 
-def _chunk_max(flat, height, width, batch, hs, he, ws, we):
-    """Max pooling of one chunk of RoIs: ``(output [n, ph, pw, C], argmax position or -1)``."""
-    dtype = flat.dtype
+def _floor_log2(x):
+    """``floor(log2(x))`` of int32 ``x >= 1``, exactly."""
+    powers = tf.constant([1 << s for s in range(1, 31)], tf.int32)
+    return tf.reduce_sum(tf.cast(x[..., None] >= powers, tf.int32), axis=-1)
+
+
+def _column_tables(features, levels, with_argmax):
+    """Sparse table along columns: level ``q`` holds the max of columns ``[w, w + 2^q)``.
+
+    Returns ``[levels · N·H·W, C]`` values and, with ``with_argmax``, the column of the first
+    maximum (same shape, int32). Blocks running past the right edge are clamped; queries never
+    read them.
+    """
+    shape = tf.shape(features)
+    width = shape[2]
+    columns = tf.range(width)
+    values = tf.TensorArray(features.dtype, size=levels, infer_shape=False).write(0, features)
+    args = tf.TensorArray(tf.int32, size=levels, infer_shape=False)
+    args = args.write(0, tf.broadcast_to(columns[None, None, :, None], shape))
+
+    def step(q, values, args):
+        shift = tf.bitwise.left_shift(1, q - 1)
+        right = tf.minimum(columns + shift, width - 1)
+        previous = values.read(q - 1)
+        shifted = tf.gather(previous, right, axis=2)
+        if with_argmax:
+            previous_arg = args.read(q - 1)
+            take_right = shifted > previous  # ties keep the left (earlier) column
+            args = args.write(
+                q, tf.where(take_right, tf.gather(previous_arg, right, axis=2), previous_arg)
+            )
+        return q + 1, values.write(q, tf.maximum(previous, shifted)), args
+
+    _, values, args = tf.while_loop(lambda q, *_: q < levels, step, (tf.constant(1), values, args))
+    flat = tf.stack([-1, shape[3]])
+    values = tf.reshape(values.stack(), flat)
+    return values, (tf.reshape(args.stack(), flat) if with_argmax else None)
+
+
+def _chunk_max(tables, table_args, plane, height, width, batch, hs, he, ws, we):
+    """Max pooling of one chunk of RoIs.
+
+    Returns ``output [n, ph, pw, C]`` and, when ``table_args`` is given, the argmax position
+    ``(b·H + h)·W + w`` (first maximum in row-major order).
+    """
     n = tf.shape(batch)[0]
-    ph = hs.shape[1]
-    pw = ws.shape[1]
-    channels = tf.shape(flat)[1]
     bin_h = tf.maximum(he - hs, 0)
     bin_w = tf.maximum(we - ws, 0)
     top = hs[:, 0]
     rows_spanned = tf.maximum(tf.reduce_max(he[:, -1] - top), 1)
-    rows = tf.minimum(top[:, None] + tf.range(rows_spanned)[None, :], height - 1)
-    row_base = (batch[:, None] * height + rows) * width  # [n, rows]
-    lowest = tf.constant(float("-inf"), dtype)
+    rows = tf.minimum(top[:, None] + tf.range(rows_spanned)[None, :], height - 1)  # [n, rows]
 
-    # Columns: running max over the column offset t inside each column bin, every spanned row.
-    def column_step(t, best, offset):
-        columns = tf.minimum(ws + t, width - 1)  # [n, pw]
-        values = tf.gather(flat, row_base[:, :, None] + columns[:, None, :])  # [n, rows, pw, C]
-        better = (values > best) & (t < bin_w)[:, None, :, None]
-        return t + 1, tf.where(better, values, best), tf.where(better, t, offset)
+    # Columns: the max of a bin is the max of two (overlapping) power-of-two blocks.
+    level = _floor_log2(tf.maximum(bin_w, 1))  # [n, pw]
+    left = tf.minimum(ws, width - 1)
+    right = tf.clip_by_value(we - tf.bitwise.left_shift(1, level), 0, width - 1)
+    base = (level * plane)[:, None, :] + ((batch[:, None] * height + rows) * width)[:, :, None]
+    index_left = base + left[:, None, :]  # [n, rows, pw]
+    index_right = base + right[:, None, :]
+    value_left = tf.gather(tables, index_left)  # [n, rows, pw, C]
+    value_right = tf.gather(tables, index_right)
+    column_max = tf.maximum(value_left, value_right)
+    if table_args is not None:
+        take_right = value_right > value_left  # ties: the left block holds the first maximum
+        column_arg = tf.where(
+            take_right, tf.gather(table_args, index_right), tf.gather(table_args, index_left)
+        )
 
-    shape = tf.stack([n, rows_spanned, pw, channels])
-    _, column_max, column_offset = tf.while_loop(
-        lambda t, *_: t < tf.reduce_max(bin_w),
-        column_step,
-        (tf.constant(0), tf.fill(shape, lowest), tf.zeros(shape, tf.int32)),
-    )
-
-    # Rows: running max over the row offset t inside each row bin.
+    # Rows: running max over the row offset t of each bin. Offsets past a bin's end re-read its
+    # last row, which cannot change the maximum (or, strictly compared, the argmax).
     relative_top = hs - top[:, None]
+    last = tf.maximum(bin_h - 1, 0)
 
-    def row_step(t, best, row_offset, col_offset):
-        index = tf.minimum(relative_top + t, rows_spanned - 1)  # [n, ph]
-        values = tf.gather(column_max, index, batch_dims=1)  # [n, ph, pw, C]
-        offsets = tf.gather(column_offset, index, batch_dims=1)
-        better = (values > best) & (t < bin_h)[:, :, None, None]
+    def rows_at(t):
+        return tf.minimum(relative_top + tf.minimum(t, last), rows_spanned - 1)  # [n, ph]
+
+    best = tf.gather(column_max, rows_at(0), batch_dims=1)  # [n, ph, pw, C]
+    loop_vars = (tf.constant(1), best)
+    if table_args is not None:
+        row = tf.broadcast_to(rows_at(0)[:, :, None, None], tf.shape(best))
+        loop_vars += (row, tf.gather(column_arg, rows_at(0), batch_dims=1))
+
+    def row_step(t, best, *args):
+        index = rows_at(t)
+        values = tf.gather(column_max, index, batch_dims=1)
+        if table_args is None:
+            return t + 1, tf.maximum(best, values)
+        row, col = args
+        better = values > best
         return (
             t + 1,
             tf.where(better, values, best),
-            tf.where(better, t, row_offset),
-            tf.where(better, offsets, col_offset),
+            tf.where(better, index[:, :, None, None], row),
+            tf.where(better, tf.gather(column_arg, index, batch_dims=1), col),
         )
 
-    shape = tf.stack([n, ph, pw, channels])
-    _, best, row_offset, col_offset = tf.while_loop(
-        lambda t, *_: t < tf.reduce_max(bin_h),
-        row_step,
-        (tf.constant(0), tf.fill(shape, lowest), tf.zeros(shape, tf.int32),
-         tf.zeros(shape, tf.int32)),
-    )
+    result = tf.while_loop(lambda t, *_: t < tf.reduce_max(bin_h), row_step, loop_vars)
     nonempty = ((bin_h > 0)[:, :, None] & (bin_w > 0)[:, None, :])[..., None]
-    output = tf.where(nonempty, best, tf.zeros((), dtype))
-    position = (
-        (batch[:, None, None, None] * height + hs[:, :, None, None] + row_offset) * width
-        + ws[:, None, :, None]
-        + col_offset
-    )
+    output = tf.where(nonempty, result[1], tf.zeros((), result[1].dtype))
+    if table_args is None:
+        return output, tf.zeros([0], tf.int32)
+    row, col = result[2:]
+    position = (batch[:, None, None, None] * height + top[:, None, None, None] + row) * width + col
     return output, tf.where(nonempty, position, -1)
 
 
-def _forward(features, rois, ph, pw, scale):
-    """``(output [K, ph, pw, C], position [K, ph, pw, C])``: argmax ``(n·H + h)·W + w`` or -1."""
+def _pool(features, rois, ph, pw, scale, with_argmax):
+    """``output [K, ph, pw, C]`` and, ``with_argmax``, positions ``(n·H + h)·W + w`` (-1 for an
+    empty bin); without, an empty placeholder."""
     dtype = features.dtype
     shape = tf.shape(features)
     height, width, channels = shape[1], shape[2], shape[3]
@@ -179,7 +231,8 @@ def _forward(features, rois, ph, pw, scale):
     out_shape = tf.stack([num_rois, ph, pw, channels])
 
     def empty_map():
-        return tf.zeros(out_shape, dtype), tf.fill(out_shape, -1)
+        positions = tf.fill(out_shape, -1) if with_argmax else tf.zeros([0], tf.int32)
+        return tf.zeros(out_shape, dtype), positions
 
     def pool():
         batch = tf.cast(rois[:, 0], tf.int32)
@@ -187,18 +240,23 @@ def _forward(features, rois, ph, pw, scale):
         corners = tf.cast(tf.clip_by_value(corners, -_INT_LIMIT, _INT_LIMIT), tf.int32)
         hs, he = _bins(corners[:, 1], corners[:, 3], ph, height, dtype)
         ws, we = _bins(corners[:, 0], corners[:, 2], pw, width, dtype)
+        widest = tf.reduce_max(tf.concat([tf.reshape(we - ws, [-1]), [1]], 0))
+        tables, table_args = _column_tables(features, _floor_log2(widest) + 1, with_argmax)
+        plane = tf.shape(features)[0] * height * width
         rows = tf.maximum(he[:, -1] - hs[:, 0], 1)
-        cols = tf.maximum(we[:, -1] - ws[:, 0], 1)
-        order = tf.argsort(rows * cols, stable=True)
+        order = tf.argsort(rows, stable=True)
         batch, hs, he, ws, we, rows = (tf.gather(t, order) for t in (batch, hs, he, ws, we, rows))
-        flat = tf.reshape(features, tf.stack([-1, channels]))
 
         def body(start, n, index, outputs, positions):
             part = slice(start, start + n)
             output, position = _chunk_max(
-                flat, height, width, batch[part], hs[part], he[part], ws[part], we[part]
+                tables, table_args, plane, height, width,
+                batch[part], hs[part], he[part], ws[part], we[part],
             )
-            return index + 1, outputs.write(index, output), positions.write(index, position)
+            outputs = outputs.write(index, output)
+            if with_argmax:
+                positions = positions.write(index, position)
+            return index + 1, outputs, positions
 
         empty = tf.stack([0, ph, pw, channels])
         _, outputs, positions = chunk_loop(
@@ -210,7 +268,10 @@ def _forward(features, rois, ph, pw, scale):
              empty_outputs_array(tf.int32, empty)),
         )
         inverse = tf.math.invert_permutation(order)
-        return tf.gather(outputs.concat(), inverse), tf.gather(positions.concat(), inverse)
+        output = tf.gather(outputs.concat(), inverse)
+        if not with_argmax:
+            return output, tf.zeros([0], tf.int32)
+        return output, tf.gather(positions.concat(), inverse)
 
     return tf.cond((height > 0) & (width > 0), pool, empty_map)
 
@@ -219,14 +280,21 @@ def _forward(features, rois, ph, pw, scale):
 def _fallback(ph, pw, scale):
     @tf.custom_gradient
     def pool(features, rois):
-        output, position = _forward(features, rois, ph, pw, scale)
+        output, _ = _pool(features, rois, ph, pw, scale, with_argmax=False)
 
         def grad(dy):
-            channels = tf.shape(features, out_type=tf.int64)[3]
-            ids = tf.cast(position, tf.int64) * channels + tf.range(channels)
-            ids = tf.where(position >= 0, ids, -1)  # negative ids are dropped
-            dx = tf.math.unsorted_segment_sum(
-                tf.reshape(dy, [-1]), tf.reshape(ids, [-1]), tf.size(features, out_type=tf.int64)
+            # Recompute the argmax (the forward, which exported graphs run, tracks values only),
+            # then add dy at it. Bincount with weights is a much faster scatter-add than
+            # unsorted_segment_sum for scattered scalar indices.
+            _, position = _pool(features, rois, ph, pw, scale, with_argmax=True)
+            channels = tf.shape(features)[3]
+            ids = position * channels + tf.range(channels)
+            weights = tf.where(position >= 0, dy, tf.zeros((), dy.dtype))
+            ids = tf.where(position >= 0, ids, 0)
+            size = tf.size(features)
+            dx = tf.math.bincount(
+                tf.reshape(ids, [-1]), weights=tf.reshape(weights, [-1]),
+                minlength=size, maxlength=size, dtype=dy.dtype,
             )
             return tf.reshape(dx, tf.shape(features)), None
 

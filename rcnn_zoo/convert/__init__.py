@@ -1,0 +1,176 @@
+"""Convert published PyTorch detection checkpoints into rcnn_zoo detectors, without PyTorch.
+
+    from rcnn_zoo.convert import convert_checkpoint
+    model = convert_checkpoint("torchvision", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
+                               "coco.weights.h5", bn_epsilon=0.0)
+
+or ``rcnn-zoo convert --from torchvision --input x.pth --output y.weights.h5``. The ``.pth`` is
+read by :mod:`rcnn_zoo.convert.pth` (zip and legacy formats, restricted unpickling), mapped by a
+converter in :data:`CONVERTERS` onto a ``FasterRCNN`` built with the converter's
+``model_arguments`` and written with ``model.save_weights`` (``.weights.h5``) or ``model.save``
+(``.keras``). Load a ``.weights.h5`` into a detector built with the same arguments (printed by
+the command); a ``.keras`` file carries them.
+"""
+
+import dataclasses
+import os
+import warnings
+from typing import Callable
+
+from rcnn_zoo.convert import mmdet_r50_fpn, torchvision_resnet50_fpn
+from rcnn_zoo.convert.common import ConversionError, assign_layer_weights
+from rcnn_zoo.convert.pth import CheckpointFormatError, UnsafeCheckpointError, read_pth, read_state_dict
+from rcnn_zoo.convert.resnet_fpn import PREDICTOR_LAYERS
+
+__all__ = [
+    "CONVERTERS",
+    "CheckpointFormatError",
+    "ConversionError",
+    "Converter",
+    "UnsafeCheckpointError",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "get_converter",
+    "read_pth",
+    "read_state_dict",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """How to turn one family of state dicts into an rcnn_zoo detector.
+
+    Attributes:
+        name: registry name (``weights/registry.json`` ``"convert"`` field).
+        checkpoint_num_classes: state dict → foreground classes it was trained for.
+        model_arguments: foreground classes → ``FasterRCNN`` keyword arguments reproducing the
+            source model.
+        layer_weights: ``(state_dict, **options)`` → ``{layer path: {variable: array}}``.
+        predictor_layers: class-specific layers, left initialised when the class count changes.
+        options: default keyword options of ``layer_weights`` (e.g. ``bn_epsilon``).
+    """
+
+    name: str
+    checkpoint_num_classes: Callable
+    model_arguments: Callable
+    layer_weights: Callable
+    predictor_layers: tuple = PREDICTOR_LAYERS
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+CONVERTERS = {
+    torchvision_resnet50_fpn.NAME: Converter(
+        torchvision_resnet50_fpn.NAME,
+        torchvision_resnet50_fpn.checkpoint_num_classes,
+        torchvision_resnet50_fpn.model_arguments,
+        torchvision_resnet50_fpn.layer_weights,
+        options={"bn_epsilon": torchvision_resnet50_fpn.DEFAULT_BN_EPSILON},
+    ),
+    mmdet_r50_fpn.NAME: Converter(
+        mmdet_r50_fpn.NAME,
+        mmdet_r50_fpn.checkpoint_num_classes,
+        mmdet_r50_fpn.model_arguments,
+        mmdet_r50_fpn.layer_weights,
+        options={"bn_epsilon": mmdet_r50_fpn.DEFAULT_BN_EPSILON},
+    ),
+}
+
+# Short names for the command line.
+ALIASES = {
+    "torchvision": torchvision_resnet50_fpn.NAME,
+    "mmdet": mmdet_r50_fpn.NAME,
+    "mmdetection": mmdet_r50_fpn.NAME,
+}
+
+
+def get_converter(name):
+    """A :class:`Converter` by name or alias (``"torchvision"``, ``"mmdet"``)."""
+    key = ALIASES.get(name, name)
+    if key not in CONVERTERS:
+        raise ValueError(
+            f"Unknown converter {name!r}; choose one of {sorted(set(ALIASES) | set(CONVERTERS))}"
+        )
+    return CONVERTERS[key]
+
+
+def convert_state_dict(converter, state_dict, num_classes=None, model=None, **options):
+    """Write a source state dict into an rcnn_zoo detector.
+
+    Args:
+        converter: a :class:`Converter` or its name.
+        state_dict: ``{name: numpy array}`` (see :func:`read_state_dict`).
+        num_classes: foreground classes of the result; default the checkpoint's. When it
+            differs, everything except the class-specific predictor is converted and the
+            predictor keeps its initialisation (a warning names it) — the fine-tuning start.
+        model: an already built detector to write into (its ``num_classes`` wins); by default
+            ``FasterRCNN(**converter.model_arguments(num_classes))`` is built.
+        **options: converter options (``bn_epsilon=`` the source's batch-norm epsilon).
+
+    Returns:
+        The detector holding the converted weights.
+    """
+    if isinstance(converter, str):
+        converter = get_converter(converter)
+    checkpoint_classes = converter.checkpoint_num_classes(state_dict)
+    if model is not None:
+        num_classes = model.num_classes
+    elif num_classes is None:
+        num_classes = checkpoint_classes
+    if model is None:
+        from rcnn_zoo.models.faster_rcnn import FasterRCNN  # noqa: PLC0415 (heavy, and a cycle)
+
+        model = FasterRCNN(**converter.model_arguments(num_classes))
+    merged = {**converter.options, **options}
+    weights = converter.layer_weights(state_dict, **merged)
+    leave = ()
+    if int(num_classes) != checkpoint_classes:
+        leave = converter.predictor_layers
+        warnings.warn(
+            f"The checkpoint has {checkpoint_classes} classes, the model {num_classes}: "
+            f"{', '.join(leave)} were not converted and keep their initialisation "
+            "(fine-tune before use).",
+            stacklevel=2,
+        )
+    assign_layer_weights(model, weights, leave_initialised=leave)
+    return model
+
+
+def convert_checkpoint(source, input_path, output_path=None, num_classes=None, **options):
+    """Read a ``.pth``, convert it and optionally save the result.
+
+    Args:
+        source: converter name or alias (``"torchvision"``, ``"mmdet"``).
+        input_path: the ``.pth`` file.
+        output_path: ``*.weights.h5`` (``save_weights``) or ``*.keras`` (whole model), or
+            ``None`` to only return the model. Written atomically (temporary file, then rename).
+        num_classes, **options: as :func:`convert_state_dict`.
+
+    Returns:
+        The converted detector.
+    """
+    state_dict = read_state_dict(input_path)
+    model = convert_state_dict(source, state_dict, num_classes=num_classes, **options)
+    if output_path is not None:
+        save_detector(model, output_path)
+    return model
+
+
+def save_detector(model, output_path):
+    """``save_weights`` for ``.weights.h5``, ``save`` for ``.keras``, via a temporary file."""
+    output_path = os.fspath(output_path)
+    if output_path.endswith(".keras"):
+        temporary, save = output_path[: -len(".keras")] + ".partial.keras", model.save
+    elif output_path.endswith(".weights.h5"):
+        temporary = output_path[: -len(".weights.h5")] + ".partial.weights.h5"
+        save = model.save_weights
+    else:
+        raise ValueError(f"output must end in .weights.h5 or .keras, got {output_path!r}")
+    directory = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(directory, exist_ok=True)
+    try:
+        save(temporary)
+        os.replace(temporary, output_path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return output_path

@@ -1,0 +1,73 @@
+"""Export needs only the detector protocol: any ``TwoStageDetector`` subclass, any box format
+(here a relative one), no class names, not yet built."""
+
+import io
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import rcnn_zoo
+from rcnn_zoo.export import export_saved_model
+
+
+class CentreBoxDetector(rcnn_zoo.TwoStageDetector):
+    """Finds the centre half of every image, class 1, with a learnt score (one weight).
+
+    Boxes are ``rel_yxyx`` relative to the (padded) batch the model sees; D = 2, one valid row.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(num_classes=2, bounding_box_format="rel_yxyx", max_detections=2, **kwargs)
+
+    def build(self, input_shape):
+        self.score = self.add_weight(shape=(), initializer="zeros", name="score")
+
+    def call(self, images, training=False):
+        batch = tf.shape(images)[0]
+        rows = tf.constant([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 0.0, 0.0]])
+        return {
+            "boxes": tf.tile(rows[None], [batch, 1, 1]),
+            "scores": tf.tile(tf.stack([tf.convert_to_tensor(self.score), 0.0])[None], [batch, 1]),
+            "labels": tf.tile(tf.constant([[1, -1]]), [batch, 1]),
+            "num_detections": tf.fill([batch], 1),
+        }
+
+
+def _png(height, width):
+    data = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(data, format="PNG")
+    return data.getvalue()
+
+
+def test_any_two_stage_detector_exports(tmp_path):
+    model = CentreBoxDetector()
+    assert not model.built
+    model(tf.zeros([1, 8, 8, 3]))
+    model.score.assign(0.875)
+    path = export_saved_model(model, str(tmp_path / "centre"), input_type="encoded_image_string_tensor",
+                              verbose=False)
+    loaded = tf.saved_model.load(path)
+    outputs = loaded.signatures["serving_default"](input_tensor=tf.constant([_png(100, 200), _png(50, 100)]))
+    # Image 2 (50×100) is padded to 100×200: the box at y 25…75, x 50…150 of the batch is
+    # y 0.5…1.5, x 0.5…1.5 of its own pixels, clipped to 1.
+    np.testing.assert_allclose(
+        outputs["detection_boxes"].numpy(),
+        [[[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]], [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0]]],
+    )
+    np.testing.assert_allclose(outputs["detection_scores"].numpy(), [[0.875, 0], [0.875, 0]])
+    np.testing.assert_array_equal(outputs["detection_classes"].numpy(), [[2, 0], [2, 0]])
+    np.testing.assert_array_equal(outputs["num_detections"].numpy(), [1, 1])
+    with open(loaded.labels_file.asset_path.numpy().decode()) as handle:
+        assert handle.read().splitlines() == ["class_0", "class_1"]
+
+
+def test_unbuilt_detector_is_built_before_tracing(tmp_path):
+    keras.utils.set_random_seed(0)
+    path = export_saved_model(CentreBoxDetector(), str(tmp_path / "fresh"), verbose=False)
+    outputs = tf.saved_model.load(path).signatures["serving_default"](
+        input_tensor=tf.zeros([3, 40, 30, 3], tf.uint8)
+    )
+    np.testing.assert_allclose(outputs["detection_boxes"].numpy()[:, 0], [[0.25, 0.25, 0.75, 0.75]] * 3)
+    np.testing.assert_array_equal(outputs["detection_scores"].numpy()[:, 0], [0.0] * 3)
