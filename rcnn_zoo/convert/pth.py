@@ -148,7 +148,7 @@ class _PendingTensor:
             strides=[s * flat.itemsize for s in self.stride],
             writeable=False,
         )
-        return np.array(view, copy=True)
+        return np.array(view, order="C", copy=True)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):

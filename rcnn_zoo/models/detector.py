@@ -16,6 +16,11 @@ from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.models.preprocessing import normalize, resize_images
 
 
+def _xyxy_factors(scale):
+    """``(sy, sx)`` → ``[sx, sy, sx, sy]`` to scale xyxy boxes."""
+    return tf.stack([scale[1], scale[0], scale[1], scale[0]])
+
+
 def _num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
@@ -74,7 +79,7 @@ class TwoStageDetector(keras.Model):
 
     # ------------------------------------------------------------------ images and targets
     def preprocess(self, images):
-        """Raw ``[B,H,W,3]`` pixels → (normalised resized float32 images, scale)."""
+        """Raw ``[B,H,W,3]`` pixels → (normalised resized float32 images, scale ``(sy, sx)``)."""
         resized, scale = resize_images(images, self.image_min_size, self.image_max_size)
         return normalize(resized, self.preprocessing), scale
 
@@ -93,12 +98,12 @@ class TwoStageDetector(keras.Model):
             )
         boxes = tf.cast(y["boxes"], tf.float32)
         labels = tf.cast(y["labels"], tf.int32)
-        height = tf.cast(image_height, tf.float32) / scale
-        width = tf.cast(image_width, tf.float32) / scale
+        height = tf.cast(image_height, tf.float32) / scale[0]
+        width = tf.cast(image_width, tf.float32) / scale[1]
         boxes = box_ops.convert_format(
             boxes, self.bounding_box_format, "xyxy", height=height, width=width
         )
-        boxes = box_ops.clip_to_image(boxes * scale, image_height, image_width)
+        boxes = box_ops.clip_to_image(boxes * _xyxy_factors(scale), image_height, image_width)
         finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
         boxes = tf.where(finite[..., None], boxes, 0.0)
         padded = labels < 0
@@ -122,10 +127,14 @@ class TwoStageDetector(keras.Model):
         return boxes, labels
 
     def boxes_to_user_format(self, boxes, scale, image_height, image_width):
-        """xyxy boxes in resized pixels → ``bounding_box_format`` in original pixels."""
-        boxes = boxes / scale
-        height = tf.cast(image_height, tf.float32) / scale
-        width = tf.cast(image_width, tf.float32) / scale
+        """xyxy boxes in resized pixels → ``bounding_box_format`` in the caller's pixels.
+
+        ``scale`` is ``(sy, sx)`` from :meth:`preprocess`; ``image_height``/``image_width`` are
+        the caller's (padded) image size, which the boxes are clipped to.
+        """
+        height = tf.cast(image_height, tf.float32)
+        width = tf.cast(image_width, tf.float32)
+        boxes = box_ops.clip_to_image(boxes / _xyxy_factors(scale), height, width)
         return box_ops.convert_format(boxes, "xyxy", self.bounding_box_format, height=height, width=width)
 
     # ------------------------------------------------------------------ post-processing

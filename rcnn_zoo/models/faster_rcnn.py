@@ -211,7 +211,8 @@ class FasterRCNN(TwoStageDetector):
             level_logits if per_level else logits,
             level_deltas if per_level else deltas,
             anchors if per_level else anchors[0],
-            image_shape=tf.stack([height, width]),
+            # py-faster-rcnn's im_info: rpn_min_size is in original-image pixels.
+            image_shape=tf.stack([tf.cast(height, tf.float32), tf.cast(width, tf.float32), scale[0]]),
             training=training,
         )
         proposal_valid = tf.sequence_mask(

@@ -30,16 +30,20 @@ def resize_scale(height, width, min_size, max_size):
 
 
 def resize_images(images, min_size, max_size):
-    """Resize a padded batch by one scale. ``[B,H,W,3]`` → (``[B,H',W',3]`` float32, scale)."""
+    """Resize a padded batch by one scale.
+
+    Returns ``([B,H',W',3]`` float32, ``scale [2]`` = ``(H'/H, W'/W)``): the exact per-axis
+    factors after rounding the new size to whole pixels, so boxes map back without drift.
+    """
     images = tf.cast(images, tf.float32)
     if min_size is None and max_size is None:
-        return images, tf.constant(1.0)
+        return images, tf.ones([2], tf.float32)
     shape = tf.shape(images)
+    old_size = tf.cast(shape[1:3], tf.float32)
     scale = resize_scale(shape[1], shape[2], min_size, max_size)
-    new_size = tf.cast(tf.round(tf.cast(shape[1:3], tf.float32) * scale), tf.int32)
-    new_size = tf.maximum(new_size, 1)
+    new_size = tf.maximum(tf.cast(tf.round(old_size * scale), tf.int32), 1)
     resized = tf.image.resize(images, new_size, method="bilinear")
-    return resized, scale
+    return resized, tf.cast(new_size, tf.float32) / old_size
 
 
 def normalize(images, mode):

@@ -1,0 +1,656 @@
+"""Pretrained detector weights: by registered name, or from a ``.weights.h5`` / ``.keras`` file.
+
+    model = rcnn_zoo.FasterRCNN(num_classes=90, backbone="resnet50_fpn", weights="coco")
+    model = rcnn_zoo.weights.build_pretrained("voc")          # the entry's own arguments
+    model = rcnn_zoo.FasterRCNN(num_classes=3, backbone="tiny", weights="run/best.weights.h5")
+
+Names live in ``weights/registry.json`` (data, not code; fields in ``weights/README.md``): the
+detector's constructor arguments, class names, preprocessing, the file's URL, SHA-256 (full or
+the published 8-digit prefix), licence and the metric it reaches. A named entry is
+
+1. checked against the model (same backbone and layer sizes; a warning lists behaviour
+   settings that differ from those the published metric was measured with);
+2. fetched with ``keras.utils.get_file`` into ``<cache>/rcnn_zoo/`` (cache: ``cache_dir=``,
+   else ``$RCNN_ZOO_CACHE_DIR``, else Keras' ``~/.keras``) and its SHA-256 verified;
+3. if it is a PyTorch checkpoint (``"convert"`` field), converted once with
+   :mod:`rcnn_zoo.convert` and the result cached next to it as ``*.weights.h5``;
+4. loaded like a file (below).
+
+A file is loaded with ``model.load_weights``. When its detector has a different ``num_classes``
+(fine-tuning), everything except the class-specific predictor (``box_predictor/cls_score``,
+``box_predictor/bbox_pred``) is loaded and a warning names the layers left initialised;
+``strict=True`` refuses instead. ``FasterRCNN(weights=...)`` is non-strict; call
+:func:`load_detector_weights` yourself for ``strict=True``.
+
+Extra registries (JSON files of the same format, entries override the built-in ones by name)
+can be listed in ``$RCNN_ZOO_WEIGHTS_REGISTRY`` (``os.pathsep``-separated).
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import site
+import sys
+import tempfile
+import urllib.parse
+import warnings
+import zipfile
+from pathlib import Path
+
+import keras
+
+__all__ = [
+    "WeightsDownloadError",
+    "WeightsIntegrityError",
+    "WeightsMismatchError",
+    "available_weights",
+    "build_pretrained",
+    "builtin_registry_path",
+    "checkpoint_num_classes",
+    "file_sha256",
+    "get_weights_entry",
+    "load_detector_weights",
+    "load_registry",
+    "load_weights_file",
+    "register_local_file",
+    "weights_file",
+]
+
+REGISTRY_FORMAT = "rcnn_zoo weights registry"
+REGISTRY_ENV = "RCNN_ZOO_WEIGHTS_REGISTRY"
+CACHE_DIR_ENV = "RCNN_ZOO_CACHE_DIR"
+CACHE_SUBDIR = "rcnn_zoo"
+INSTALLED_DIR = "rcnn_zoo_weights"  # setup.py data_files target under the install prefix
+CONVERT_FORMAT_VERSION = 1  # bump when converters change, to invalidate cached conversions
+
+# Layers whose shape depends on num_classes (left initialised when fine-tuning).
+PREDICTOR_PREFIXES = ("box_predictor/",)
+# Hyperparameters that change variable shapes: a mismatch cannot load at all.
+STRUCTURAL_KEYS = ("rpn_head_channels", "roi_head_dim", "roi_pool_size")
+# Hyperparameters that change what the weights compute at inference (warned about).
+BEHAVIOUR_KEYS = (
+    "image_min_size",
+    "image_max_size",
+    "anchor_sizes",
+    "anchor_aspect_ratios",
+    "anchor_style",
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_test",
+    "rpn_nms_threshold",
+    "rpn_min_size",
+    "roi_pooling",
+    "roi_sampling_ratio",
+    "roi_levels",
+    "roi_box_weights",
+)
+
+
+class WeightsDownloadError(RuntimeError):
+    """A registered weights file could not be downloaded (the message names the URL)."""
+
+
+class WeightsIntegrityError(ValueError):
+    """A weights file's SHA-256 differs from the registry's (expected, got and path named)."""
+
+
+class WeightsMismatchError(ValueError):
+    """Weights that do not fit the model (backbone, layer sizes, or classes with strict=True)."""
+
+
+# ---------------------------------------------------------------------------- registry
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _is_registry(path):
+    try:
+        return _read_json(path).get("format") == REGISTRY_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _registry_candidates():
+    package_dir = Path(__file__).resolve().parent
+    yield package_dir.parent / "weights" / "registry.json"  # source checkout / editable install
+    try:
+        distribution = importlib.metadata.distribution("rcnn_zoo")
+        for file in distribution.files or ():
+            if file.name == "registry.json" and INSTALLED_DIR in file.parts:
+                yield Path(distribution.locate_file(file)).resolve()
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    user_base = getattr(site, "USER_BASE", None)
+    for prefix in (sys.prefix, sys.base_prefix, user_base):
+        if prefix:
+            yield Path(prefix) / INSTALLED_DIR / "registry.json"
+
+
+def builtin_registry_path():
+    """Path of rcnn_zoo's ``registry.json``: ``weights/`` of a source checkout, else the copy
+    ``pip install`` put under ``<prefix>/rcnn_zoo_weights/``."""
+    looked = []
+    for candidate in _registry_candidates():
+        looked.append(str(candidate))
+        if candidate.is_file() and _is_registry(candidate):
+            return candidate
+    raise FileNotFoundError(
+        "rcnn_zoo's weights registry (weights/registry.json) was not found; looked in "
+        f"{looked}. Reinstall rcnn_zoo (pip install .) or point ${REGISTRY_ENV} at a registry file."
+    )
+
+
+def _registry_files():
+    files = [builtin_registry_path()]
+    for extra in os.environ.get(REGISTRY_ENV, "").split(os.pathsep):
+        if extra.strip():
+            path = Path(extra).expanduser()
+            if not path.is_file() or not _is_registry(path):
+                raise FileNotFoundError(
+                    f"${REGISTRY_ENV} names {path}, which is not an rcnn_zoo weights registry "
+                    f'(a JSON file with "format": "{REGISTRY_FORMAT}")'
+                )
+            files.append(path)
+    return files
+
+
+def load_registry():
+    """``{name: entry}`` from the built-in registry and those in ``$RCNN_ZOO_WEIGHTS_REGISTRY``.
+
+    Each entry is a copy with ``"_registry"`` set to the file it came from (relative ``"file"``
+    paths are relative to that file's folder).
+    """
+    entries = {}
+    for path in _registry_files():
+        for name, entry in _read_json(path).get("weights", {}).items():
+            entries[name] = {**entry, "_registry": str(path)}
+    return entries
+
+
+def available_weights():
+    """Sorted registered names."""
+    return sorted(load_registry())
+
+
+def get_weights_entry(name):
+    """The registry entry of ``name``; an unknown name lists the registered ones."""
+    registry = load_registry()
+    if name not in registry:
+        raise ValueError(
+            f"Unknown weights {name!r}. Registered weights: {sorted(registry)}; or pass the path "
+            "of a .weights.h5 or .keras file."
+        )
+    return registry[name]
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _format_json(value, indent=0):
+    """JSON with dicts one key per line and scalar lists packed ~100 characters per line."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{pad} {json.dumps(k)}: {_format_json(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list):
+        flat = json.dumps(value, ensure_ascii=False)
+        if len(flat) + indent <= 100 and not any(isinstance(v, dict) for v in value):
+            return flat
+        if all(not isinstance(v, (dict, list)) for v in value):
+            lines, line = [], []
+            for v in value:
+                text = json.dumps(v, ensure_ascii=False)
+                if line and len(", ".join(line + [text])) + indent > 96:
+                    lines.append(", ".join(line))
+                    line = []
+                line.append(text)
+            lines.append(", ".join(line))
+            return "[\n" + ",\n".join(f"{pad}  {l}" for l in lines) + "\n" + pad + "]"
+        items = [f"{pad} {_format_json(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _write_json_atomically(path, data):
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
+        f.write(_format_json(data) + "\n")
+        temporary = f.name
+    os.replace(temporary, path)
+
+
+def register_local_file(name, path, registry=None, **fields):
+    """Record a local weights file in a registry: its SHA-256, size and location.
+
+    Used for weights the project trains itself (``"shapes"``)::
+
+        register_local_file("shapes", "weights/shapes_tiny.weights.h5")
+
+    Args:
+        name: registry name; an existing entry is updated, a new one needs ``model=``.
+        path: the ``.weights.h5`` / ``.keras`` file. Stored relative to the registry's folder
+            when inside it (portable), absolute otherwise.
+        registry: registry file to update (default: the built-in ``weights/registry.json``).
+        **fields: other entry fields to set (``model``, ``class_names``, ``metric``, …).
+
+    Returns:
+        The updated entry.
+    """
+    registry = Path(registry) if registry is not None else builtin_registry_path()
+    data = _read_json(registry)
+    if data.get("format") != REGISTRY_FORMAT:
+        raise ValueError(f"{registry} is not an rcnn_zoo weights registry")
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    entry = dict(data.setdefault("weights", {}).get(name, {}))
+    entry.update(fields)
+    if "model" not in entry:
+        raise ValueError(
+            f"new entry {name!r} needs model={{'num_classes': ..., 'backbone': ...}} "
+            "(the detector's constructor arguments)"
+        )
+    folder = registry.resolve().parent
+    try:
+        entry["file"] = path.relative_to(folder).as_posix()
+    except ValueError:
+        entry["file"] = str(path)
+    entry["sha256"] = file_sha256(path)
+    entry["size"] = path.stat().st_size
+    data["weights"][name] = entry
+    _write_json_atomically(registry, data)
+    return entry
+
+
+# ---------------------------------------------------------------------------- fetching
+def _cache_folder(cache_dir):
+    """The folder ``keras.utils.get_file`` will use for ``cache_subdir="rcnn_zoo"``."""
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_DIR_ENV) or None
+    if cache_dir is None:
+        try:
+            from keras.src.backend.config import keras_home  # noqa: PLC0415 (private accessor)
+
+            cache_dir = keras_home()
+        except ImportError:
+            cache_dir = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    base = os.path.expanduser(cache_dir)
+    try:  # get_file falls back to /tmp/.keras when the folder does not exist yet
+        os.makedirs(base, exist_ok=True)
+    except OSError:
+        pass
+    if not os.access(base, os.W_OK):
+        base = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return base, os.path.join(base, CACHE_SUBDIR)
+
+
+def _hash_error(name, path, expected, got, url=None):
+    source = f" from {url}" if url else ""
+    return WeightsIntegrityError(
+        f"The {name!r} weights file {path}{source} has SHA-256 {got}, expected "
+        f"{expected}{'…' if len(expected) < 64 else ''}. The download is damaged or incomplete, or "
+        f"the published file changed. Delete it (rm {path!s}) and try again; if it keeps failing, "
+        "get the file by hand, check it, convert it if needed (rcnn-zoo convert), and pass the "
+        "file instead: weights='/path/to/file.weights.h5' (or .keras)."
+    )
+
+
+def _verify(name, path, entry, url=None, known_good=False):
+    full, prefix = entry.get("sha256"), entry.get("sha256_prefix")
+    if not full and not prefix:
+        warnings.warn(
+            f"No SHA-256 is recorded for the {name!r} weights ({path}); the file is not verified. "
+            "Record it with rcnn_zoo.weights.register_local_file.",
+            stacklevel=3,
+        )
+        return
+    if known_good and full:
+        return
+    got = file_sha256(path)
+    if full and got != full.lower():
+        raise _hash_error(name, path, full.lower(), got, url)
+    if prefix and not got.startswith(prefix.lower()):
+        raise _hash_error(name, path, prefix.lower(), got, url)
+
+
+def _download(name, entry, cache_dir):
+    url = entry["url"]
+    file_name = entry.get("file_name") or os.path.basename(urllib.parse.urlsplit(url).path)
+    base, folder = _cache_folder(cache_dir)
+    target = os.path.join(folder, file_name)
+    full = entry.get("sha256") or None
+    try:
+        path = keras.utils.get_file(
+            file_name,
+            origin=url,
+            file_hash=full,
+            hash_algorithm="sha256",
+            cache_subdir=CACHE_SUBDIR,
+            cache_dir=base,
+        )
+    except ValueError as error:
+        if full and os.path.exists(target) and "hash" in str(error).lower():
+            raise _hash_error(name, target, full, file_sha256(target), url) from error
+        raise _download_error(name, url, target, entry, error) from error
+    except Exception as error:  # URLError/HTTPError wrapped by Keras, OSError, ...
+        raise _download_error(name, url, target, entry, error) from error
+    _verify(name, path, entry, url, known_good=bool(full))
+    return path
+
+
+def _download_error(name, url, target, entry, error):
+    if entry.get("convert"):
+        local = (
+            f"place the downloaded file at {target} (it is then verified and converted), or "
+            "convert it yourself (rcnn-zoo convert --from ... --input file.pth --output "
+            "file.weights.h5) and pass weights='/path/to/file.weights.h5'"
+        )
+    else:
+        local = f"place the file at {target}, or pass weights='/path/to/file.weights.h5' (or .keras)"
+    return WeightsDownloadError(
+        f"Could not download the {name!r} weights from {url} ({type(error).__name__}: {error}). "
+        f"Without network access, download it elsewhere and {local}."
+    )
+
+
+def _local_file(name, entry):
+    path = Path(entry["file"]).expanduser()
+    if not path.is_absolute():
+        path = Path(entry["_registry"]).resolve().parent / path
+    return path
+
+
+def _converted_path(name, entry, source_path):
+    tag = json.dumps([entry["convert"], entry.get("convert_options", {}), CONVERT_FORMAT_VERSION], sort_keys=True)
+    digest = hashlib.sha256(tag.encode()).hexdigest()[:8]
+    stem = os.path.basename(source_path)
+    for suffix in (".pth", ".pt", ".bin"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return os.path.join(os.path.dirname(source_path), f"{stem}.rcnn_zoo-{digest}.weights.h5")
+
+
+def _convert(name, entry, source_path, converted_path):
+    from rcnn_zoo import convert  # noqa: PLC0415 (imported only when converting)
+    from rcnn_zoo.models.faster_rcnn import FasterRCNN  # noqa: PLC0415 (cycle)
+
+    converter = convert.get_converter(entry["convert"])
+    state_dict = convert.read_state_dict(source_path)
+    expected = int(entry["model"]["num_classes"])
+    found = converter.checkpoint_num_classes(state_dict)
+    if found != expected:
+        raise WeightsMismatchError(
+            f"registry entry {name!r} says num_classes={expected} but {source_path} has {found}"
+        )
+    model = FasterRCNN(**entry["model"])
+    convert.convert_state_dict(converter, state_dict, model=model, **entry.get("convert_options", {}))
+    del state_dict
+    convert.save_detector(model, converted_path)
+    return converted_path
+
+
+def weights_file(name, cache_dir=None):
+    """Local path of the loadable ``.weights.h5`` / ``.keras`` file of registered ``name``:
+    downloaded, verified and converted as needed (see the module docstring)."""
+    entry = get_weights_entry(name)
+    if entry.get("file"):
+        path = _local_file(name, entry)
+        if path.is_file():
+            _verify(name, path, entry)
+            return str(path)
+        if not entry.get("url"):
+            raise FileNotFoundError(
+                f"The {name!r} weights are a local file that is not there: {path}. "
+                f"{entry.get('source', '')}".strip()
+            )
+    if not entry.get("url"):
+        raise ValueError(f"registry entry {name!r} has neither 'url' nor 'file'")
+    source_path = _download(name, entry, cache_dir)
+    if not entry.get("convert"):
+        return source_path
+    converted = _converted_path(name, entry, source_path)
+    if not os.path.exists(converted):
+        _convert(name, entry, source_path, converted)
+    return converted
+
+
+# ---------------------------------------------------------------------------- loading
+def checkpoint_num_classes(path):
+    """Foreground classes of the detector saved in a ``.weights.h5`` / ``.keras`` file, or
+    ``None`` when the file does not say (e.g. not an rcnn_zoo detector)."""
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+            value = config.get("config", {}).get("num_classes")
+            return int(value) if value is not None else None
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+    import h5py  # noqa: PLC0415 (a Keras dependency)
+
+    found = []
+
+    def visit(key, item):
+        if isinstance(item, h5py.Dataset) and "box_predictor" in key and key.endswith("cls_score/vars/0"):
+            found.append(item.shape)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError:
+        return None
+    if len(found) != 1 or len(found[0]) != 2:
+        return None
+    return int(found[0][1]) - 1
+
+
+def _is_predictor(variable_path):
+    return variable_path.startswith(PREDICTOR_PREFIXES)
+
+
+def _keras_load(model, path):
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise WeightsMismatchError(
+            f"{path} does not fit this {type(model).__name__} ({error}). A weights file loads "
+            "only into a detector built with the same backbone and layer hyperparameters as the "
+            "one that saved it (a .keras file records them: keras.saving.load_model)."
+        ) from error
+
+
+def _load_all_but_predictor(model, path, checkpoint_classes):
+    """Load ``path`` into a twin with the checkpoint's classes, then copy all but the predictor."""
+    config = model.get_config()
+    config.update(
+        {"num_classes": checkpoint_classes, "class_names": None, "weights": None, "name": f"{model.name}_checkpoint"}
+    )
+    twin = type(model).from_config(config)
+    _keras_load(twin, path)
+    source = {v.path: v for v in twin.weights}
+    if len(source) != len(twin.weights):
+        raise WeightsMismatchError("variable paths are not unique; cannot match layers by name")
+    skipped = set()
+    for variable in model.weights:
+        if _is_predictor(variable.path):
+            skipped.add(variable.path.rpartition("/")[0])
+            continue
+        twin_variable = source.get(variable.path)
+        if twin_variable is None or tuple(twin_variable.shape) != tuple(variable.shape):
+            raise WeightsMismatchError(f"{path}: no matching variable for {variable.path}")
+        variable.assign(twin_variable)
+    del twin, source
+    warnings.warn(
+        f"{path} holds a detector with {checkpoint_classes} classes, this model has "
+        f"{model.num_classes}: loaded every layer except {', '.join(sorted(skipped))}, which keep "
+        "their initialisation (fine-tune the model before use).",
+        stacklevel=3,
+    )
+    return sorted(skipped)
+
+
+def load_weights_file(model, path, strict=False):
+    """Load a ``.weights.h5`` or ``.keras`` file into a built detector.
+
+    Args:
+        model: the detector.
+        path: file written by ``save_weights`` / ``save`` (or ``rcnn-zoo convert``).
+        strict: refuse a file whose detector has a different ``num_classes``; by default the
+            class-specific predictor is then left initialised (with a warning).
+
+    Returns:
+        Names of the layers left initialised (empty when everything was loaded).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No weights file at {path!r}. Pass a .weights.h5 / .keras file or a registered name "
+            f"({', '.join(available_weights())})."
+        )
+    if path.endswith((".pth", ".pt", ".bin")):
+        raise ValueError(
+            f"{path} is a PyTorch checkpoint. Convert it first: rcnn-zoo convert --from "
+            "torchvision|mmdet --input <file.pth> --output <file.weights.h5> (or "
+            "rcnn_zoo.convert.convert_checkpoint), then pass the .weights.h5."
+        )
+    if not path.endswith((".weights.h5", ".keras")):
+        raise ValueError(f"weights files must end in .weights.h5 or .keras, got {path!r}")
+    found = checkpoint_num_classes(path)
+    if found is None or found == model.num_classes:
+        _keras_load(model, path)
+        return []
+    if strict:
+        raise WeightsMismatchError(
+            f"{path} holds a detector with num_classes={found}, this model has "
+            f"num_classes={model.num_classes}. Build the model with num_classes={found}, or load "
+            "non-strictly (strict=False, as FasterRCNN(weights=...) does) to take everything "
+            "except the class-specific predictor (box_predictor/cls_score, "
+            "box_predictor/bbox_pred) for fine-tuning."
+        )
+    return _load_all_but_predictor(model, path, found)
+
+
+def _normalised(value):
+    return json.loads(json.dumps(value))
+
+
+def _check_entry_fits(model, name, entry, strict):
+    """Refuse structural mismatches before downloading; warn about behaviour differences."""
+    from rcnn_zoo.layers import AnchorGenerator  # noqa: PLC0415 (cycle)
+
+    arguments = entry["model"]
+    backbone = arguments.get("backbone")
+    if backbone != getattr(model, "backbone_name", backbone):
+        raise WeightsMismatchError(
+            f"The {name!r} weights are for backbone {backbone!r}; this model uses "
+            f"{model.backbone_name!r}. Build it with backbone={backbone!r} (or use "
+            f"rcnn_zoo.weights.build_pretrained({name!r}))."
+        )
+    hp = getattr(model, "hp", {})
+    structural = {
+        k: (hp[k], v) for k, v in arguments.items()
+        if k in STRUCTURAL_KEYS and k in hp and _normalised(hp[k]) != _normalised(v)
+    }
+    if hp and "anchor_sizes" in arguments:
+        wanted = AnchorGenerator(
+            sizes=arguments["anchor_sizes"],
+            aspect_ratios=arguments.get("anchor_aspect_ratios", hp["anchor_aspect_ratios"]),
+            strides=model.feature_strides,
+            convention=arguments.get("anchor_style", hp["anchor_style"]),
+        ).num_anchors_per_location
+        have = model.anchor_generator.num_anchors_per_location
+        if wanted != have:
+            structural["anchors per location"] = (have, wanted)
+    if structural:
+        details = "; ".join(f"{k}: model {m!r}, weights {w!r}" for k, (m, w) in structural.items())
+        raise WeightsMismatchError(
+            f"The {name!r} weights do not fit this model's layer sizes ({details}). Build it with "
+            f"rcnn_zoo.weights.build_pretrained({name!r}) or the entry's arguments {arguments}."
+        )
+    expected_classes = int(arguments["num_classes"])
+    if strict and model.num_classes != expected_classes:
+        raise WeightsMismatchError(
+            f"The {name!r} weights have num_classes={expected_classes}, this model "
+            f"{model.num_classes}; strict=True refuses to leave the predictor initialised."
+        )
+    differences = {
+        k: (hp[k], v) for k, v in arguments.items()
+        if k in BEHAVIOUR_KEYS and k in hp and _normalised(hp[k]) != _normalised(v)
+    }
+    notes = []
+    if differences:
+        notes.append(
+            "these settings differ from the ones its published metric was measured with: "
+            + "; ".join(f"{k}={m!r} here, {w!r} there" for k, (m, w) in differences.items())
+            + f" (pass them, or use rcnn_zoo.weights.build_pretrained({name!r}))"
+        )
+    if entry.get("not_expressible"):
+        notes.append(
+            f"the source model also uses {entry['not_expressible']}, which FasterRCNN cannot "
+            "express yet (see the entry's 'differences')"
+        )
+    if notes:
+        warnings.warn(f"Weights {name!r}: " + "; ".join(notes) + ".", stacklevel=4)
+
+
+def load_detector_weights(model, weights, strict=False, cache_dir=None):
+    """Load registered or file weights into a built detector (``FasterRCNN(weights=...)``).
+
+    Args:
+        model: the detector (its layers built).
+        weights: a registered name (``"voc"``, ``"coco"``, ``"shapes"``, see
+            :func:`available_weights`) or a path to a ``.weights.h5`` / ``.keras`` file.
+        strict: refuse weights with a different ``num_classes`` instead of loading everything
+            but the class-specific predictor.
+        cache_dir: download cache root (default ``$RCNN_ZOO_CACHE_DIR`` or Keras' ``~/.keras``);
+            files go to its ``rcnn_zoo/`` folder.
+
+    Returns:
+        Names of the layers left initialised (empty when everything was loaded).
+
+    Raises:
+        ValueError: unknown name (the message lists the registered ones).
+        FileNotFoundError: missing local file.
+        WeightsMismatchError: wrong backbone or layer sizes; other classes with ``strict``.
+        WeightsDownloadError: the download failed (the URL is named, with the offline way).
+        WeightsIntegrityError: SHA-256 mismatch (expected, got and the file named).
+    """
+    weights = os.fspath(weights)
+    if os.sep in weights or "/" in weights or weights.endswith((".h5", ".keras", ".pth", ".pt")):
+        return load_weights_file(model, weights, strict=strict)
+    entry = get_weights_entry(weights)
+    _check_entry_fits(model, weights, entry, strict)
+    path = weights_file(weights, cache_dir=cache_dir)
+    skipped = load_weights_file(model, path, strict=strict)
+    if not skipped and model.class_names is None and entry.get("class_names"):
+        if len(entry["class_names"]) == model.num_classes:
+            model.class_names = list(entry["class_names"])
+    return skipped
+
+
+def build_pretrained(name, strict=False, cache_dir=None, **overrides):
+    """A ``FasterRCNN`` built with the registry entry's arguments and class names, weights loaded.
+
+    ``overrides`` replace constructor arguments (e.g. ``num_classes=5`` for fine-tuning, which
+    loads everything except the predictor, or ``score_threshold=0.5``).
+    """
+    from rcnn_zoo.models.faster_rcnn import FasterRCNN  # noqa: PLC0415 (cycle)
+
+    entry = get_weights_entry(name)
+    arguments = dict(entry["model"])
+    if entry.get("class_names") and overrides.get("num_classes", arguments["num_classes"]) == arguments["num_classes"]:
+        arguments["class_names"] = list(entry["class_names"])
+    arguments.update(overrides)
+    model = FasterRCNN(**arguments)
+    load_detector_weights(model, name, strict=strict, cache_dir=cache_dir)
+    return model

@@ -1,0 +1,79 @@
+"""Every backbone builds, gives maps of the declared stride and channels, and plugs into
+Faster R-CNN; ImageNet weights that cannot be downloaded fail with a clear message."""
+
+import numpy as np
+import pytest
+
+import keras
+import rcnn_zoo
+from rcnn_zoo.backbones import BACKBONES, build_backbone
+
+SIZE = (64, 96)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_feature_maps_have_declared_strides_and_channels(name):
+    spec = build_backbone(name)
+    features = spec.model(np.zeros((1, *SIZE, 3), "float32"))
+    for feature_name, stride, channels in zip(spec.feature_names, spec.strides, spec.channels):
+        shape = features[feature_name].shape
+        assert shape[-1] == channels
+        # "same"-style padding rounds up; valid 7×7/3×3 stems round the same way
+        assert shape[1] == -(-SIZE[0] // stride) and shape[2] == -(-SIZE[1] // stride), (feature_name, shape)
+
+
+def test_resnet_c4_runs_conv5_on_rois():
+    spec = build_backbone("resnet50")
+    assert spec.roi_head == "res5"
+    out = spec.res5(np.zeros((3, 14, 14, 1024), "float32"))
+    assert out.shape == (3, 7, 7, 2048)
+
+
+@pytest.mark.parametrize(
+    "backbone,extra",
+    [
+        ("vgg16", {"roi_pooling": "pool"}),
+        ("resnet50", {}),
+        ("resnet50_fpn", {}),
+        ("mobilenet_v3_large_fpn", {}),
+        ("tiny", {"roi_pooling": "pool"}),
+    ],
+)
+def test_faster_rcnn_predicts_with_each_backbone(backbone, extra):
+    keras.utils.set_random_seed(0)
+    model = rcnn_zoo.FasterRCNN(
+        num_classes=2, backbone=backbone, image_min_size=128, image_max_size=160,
+        rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50, score_threshold=0.0,
+        max_detections=10, **extra,
+    )
+    images = np.random.default_rng(0).uniform(0, 255, (1, *SIZE, 3)).astype("float32")
+    out = model.predict(images, verbose=0)
+    assert out["boxes"].shape == (1, 10, 4)
+    n = out["num_detections"][0]
+    assert 0 < n <= 10
+    boxes = out["boxes"][0][:n]
+    assert boxes[:, 2].max() <= SIZE[1] + 1e-3 and boxes[:, 3].max() <= SIZE[0] + 1e-3
+
+
+def test_fpn_uses_multi_level_roi_align_and_c4_uses_conv5():
+    fpn = rcnn_zoo.FasterRCNN(num_classes=2, backbone="resnet50_fpn")
+    assert type(fpn.roi_pooler).__name__ == "MultiLevelRoIAlign"
+    assert fpn.roi_pooler.strides == (4, 8, 16, 32)
+    c4 = rcnn_zoo.FasterRCNN(num_classes=2, backbone="resnet101")
+    assert type(c4.box_head).__name__ == "Res5BoxHead"
+
+
+def test_unknown_backbone_and_weights_are_refused():
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        build_backbone("resnet9000")
+    with pytest.raises(ValueError, match="backbone_weights"):
+        build_backbone("vgg16", weights="places365")
+
+
+def test_imagenet_download_failure_explains_what_to_do(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("URL fetch failure on https://storage.googleapis.com/...: no network")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    with pytest.raises(RuntimeError, match="backbone_weights=None"):
+        build_backbone("vgg16", weights="imagenet")
