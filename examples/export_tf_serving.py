@@ -2,10 +2,12 @@
 
     python examples/export_tf_serving.py                    # random tiny model, JPEG request
     python examples/export_tf_serving.py --input-type image_tensor
+    python examples/export_tf_serving.py --weights shapes   # the shipped demo weights
+    python examples/export_tf_serving.py --weights run/best.weights.h5 --backbone tiny --num-classes 3
     python examples/export_tf_serving.py --weights model.keras --output /srv/models
-    python examples/export_tf_serving.py --weights shapes --backbone tiny --num-classes 3
 
-1. builds the model (random tiny Faster R-CNN by default, nothing trained) or loads one;
+1. builds the model (random tiny Faster R-CNN by default, nothing trained) or loads one: a
+   registered weights name, a weights file, or a ``.keras`` file;
 2. exports it to ``<output>/<model name>/1`` — TF Serving wants numbered version directories;
 3. prints the ``docker run … tensorflow/serving`` command that serves it;
 4. writes the REST ``:predict`` body to ``<output>/request.json`` (``{"instances": [{"b64": …}]}``
@@ -37,8 +39,8 @@ from rcnn_zoo.export import INPUT_NAME, INPUT_TYPES, LABELS_FILENAME, SIGNATURE_
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default=None,
-                        help="a .keras file, or a weights name/path for FasterRCNN(weights=...); "
-                             "default: random weights")
+                        help="a registered name (e.g. shapes), a .weights.h5 file for a FasterRCNN "
+                             "of --backbone/--num-classes, or a .keras file; default: random weights")
     parser.add_argument("--backbone", default="tiny", help="backbone when building a FasterRCNN")
     parser.add_argument("--num-classes", type=int, default=len(CLASS_NAMES))
     parser.add_argument("--input-type", default="encoded_image_string_tensor", choices=INPUT_TYPES)
@@ -49,18 +51,24 @@ def parse_args(argv):
 
 
 def build_model(args):
-    if args.weights and args.weights.endswith(".keras"):
-        return keras.saving.load_model(args.weights)
+    """Random tiny Faster R-CNN (seeded), a ``.keras`` file, a weights file for a FasterRCNN of
+    ``--backbone``/``--num-classes``, or a registered name (``rcnn_zoo.weights``)."""
     names = list(CLASS_NAMES) if args.num_classes == len(CLASS_NAMES) else None
     if args.weights is None:
         keras.utils.set_random_seed(0)  # the same random model, and answers, on every run
-    return rcnn_zoo.FasterRCNN(
-        num_classes=args.num_classes,
-        backbone=args.backbone,
-        weights=args.weights,
-        class_names=names,
-        max_detections=10,  # short responses; the OD API's default is 100
-    )
+        return rcnn_zoo.FasterRCNN(
+            num_classes=args.num_classes, backbone=args.backbone, class_names=names,
+            max_detections=10,  # short responses; the OD API's default is 100
+        )
+    if args.weights.endswith(".keras"):
+        return keras.saving.load_model(args.weights)
+    if os.path.exists(args.weights):
+        return rcnn_zoo.FasterRCNN(
+            num_classes=args.num_classes, backbone=args.backbone, weights=args.weights, class_names=names
+        )
+    from rcnn_zoo.weights import build_pretrained  # noqa: PLC0415
+
+    return build_pretrained(args.weights)
 
 
 def request_image(args):
@@ -206,7 +214,8 @@ def main(argv=None):
     print(f"\ngRPC PredictRequest: model_spec {{name: {request.model_spec.name!r}, signature_name: "
           f"{request.model_spec.signature_name!r}}}, inputs[{INPUT_NAME!r}] "
           f"{tf.dtypes.as_dtype(tensor.dtype).name} {dims} ({request.ByteSize()} bytes). Send it with:")
-    print("  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel('localhost:8500'))")
+    print("  channel = grpc.insecure_channel('localhost:8500')")
+    print("  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)")
     print("  response = stub.Predict(request, 30.0)")
     answer = serve_grpc(model_dir, request)
     print("gRPC response (answered locally):")

@@ -11,6 +11,7 @@ R-CNN, Fast R-CNN, Faster R-CNN and R-FCN built from Keras layers backed by comp
 __version__ = "0.1.0"
 
 from rcnn_zoo import layers, ops  # noqa: E402
+from rcnn_zoo.export import export_saved_model  # noqa: E402
 from rcnn_zoo.models import FasterRCNN, TwoStageDetector  # noqa: E402
 
-__all__ = ["FasterRCNN", "TwoStageDetector", "layers", "ops", "__version__"]
+__all__ = ["FasterRCNN", "TwoStageDetector", "export_saved_model", "layers", "ops", "__version__"]

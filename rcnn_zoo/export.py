@@ -107,8 +107,8 @@ def detections_to_od_api(model, outputs, padded_height, padded_width, image_size
     )
     normalised = tf.clip_by_value(normalised, 0.0, 1.0)
     scores = tf.cast(outputs["scores"], tf.float32)
-    classes = tf.cast(tf.cast(outputs["labels"], tf.int32), tf.float32)
-    valid = tf.sequence_mask(outputs["num_detections"], tf.shape(scores)[1])
+    classes = tf.cast(tf.cast(outputs["labels"], tf.int32) + 1, tf.float32)
+    valid = tf.sequence_mask(tf.cast(outputs["num_detections"], tf.int32), tf.shape(scores)[1])
     # A detection wholly inside another image's padding is empty once clipped: drop it and move
     # the rest up, keeping their order (best first). Unpadded images lose nothing here: the
     # model already clipped their boxes and dropped the empty ones.

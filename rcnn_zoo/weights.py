@@ -222,9 +222,13 @@ def _format_json(value, indent=0):
 
 def _write_json_atomically(path, data):
     path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
+    ) as f:
         f.write(_format_json(data) + "\n")
         temporary = f.name
+    os.chmod(temporary, mode)  # NamedTemporaryFile creates 0600
     os.replace(temporary, path)
 
 
@@ -370,7 +374,9 @@ def _local_file(name, entry):
 
 
 def _converted_path(name, entry, source_path):
-    tag = json.dumps([entry["convert"], entry.get("convert_options", {}), CONVERT_FORMAT_VERSION], sort_keys=True)
+    tag = json.dumps(
+        [entry["convert"], entry.get("convert_options", {}), CONVERT_FORMAT_VERSION], sort_keys=True
+    )
     digest = hashlib.sha256(tag.encode()).hexdigest()[:8]
     stem = os.path.basename(source_path)
     for suffix in (".pth", ".pt", ".bin"):
@@ -441,7 +447,8 @@ def checkpoint_num_classes(path):
     found = []
 
     def visit(key, item):
-        if isinstance(item, h5py.Dataset) and "box_predictor" in key and key.endswith("cls_score/vars/0"):
+        is_dataset = isinstance(item, h5py.Dataset)
+        if is_dataset and "box_predictor" in key and key.endswith("cls_score/vars/0"):
             found.append(item.shape)
 
     try:
@@ -473,7 +480,12 @@ def _load_all_but_predictor(model, path, checkpoint_classes):
     """Load ``path`` into a twin with the checkpoint's classes, then copy all but the predictor."""
     config = model.get_config()
     config.update(
-        {"num_classes": checkpoint_classes, "class_names": None, "weights": None, "name": f"{model.name}_checkpoint"}
+        {
+            "num_classes": checkpoint_classes,
+            "class_names": None,
+            "weights": None,
+            "name": f"{model.name}_checkpoint",
+        }
     )
     twin = type(model).from_config(config)
     _keras_load(twin, path)
@@ -565,7 +577,7 @@ def _check_entry_fits(model, name, entry, strict):
         wanted = AnchorGenerator(
             sizes=arguments["anchor_sizes"],
             aspect_ratios=arguments.get("anchor_aspect_ratios", hp["anchor_aspect_ratios"]),
-            strides=model.feature_strides,
+            strides=model.anchor_generator.strides,
             convention=arguments.get("anchor_style", hp["anchor_style"]),
         ).num_anchors_per_location
         have = model.anchor_generator.num_anchors_per_location
@@ -648,7 +660,8 @@ def build_pretrained(name, strict=False, cache_dir=None, **overrides):
 
     entry = get_weights_entry(name)
     arguments = dict(entry["model"])
-    if entry.get("class_names") and overrides.get("num_classes", arguments["num_classes"]) == arguments["num_classes"]:
+    same_classes = overrides.get("num_classes", arguments["num_classes"]) == arguments["num_classes"]
+    if entry.get("class_names") and same_classes:
         arguments["class_names"] = list(entry["class_names"])
     arguments.update(overrides)
     model = FasterRCNN(**arguments)

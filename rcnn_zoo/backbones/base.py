@@ -20,6 +20,7 @@ class Backbone:
     Attributes:
         model: functional model, images → dict of feature maps named in ``feature_names``.
         feature_names: names of the maps used for proposals and RoI pooling, finest first.
+        rpn_feature_names: the subset the RPN reads (R-FCN: conv4 only), default all.
         strides: stride of each map in input pixels.
         channels: channels of each map.
         preprocessing: how raw 0..255 RGB pixels are normalised (see ``preprocessing.py``).
@@ -36,6 +37,13 @@ class Backbone:
     roi_head: str = "fc"
     res5: Optional[keras.Model] = None
     defaults: dict = dataclasses.field(default_factory=dict)
+    rpn_feature_names: Optional[tuple] = None  # maps the RPN reads; None = all feature_names
+
+    def rpn_levels(self):
+        """``(names, strides, channels)`` of the maps the RPN reads."""
+        names = self.rpn_feature_names or self.feature_names
+        index = [self.feature_names.index(n) for n in names]
+        return tuple(names), tuple(self.strides[i] for i in index), tuple(self.channels[i] for i in index)
 
 
 def check_weights_argument(name, weights):

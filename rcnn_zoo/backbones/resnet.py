@@ -27,13 +27,14 @@ def _conv(filters, kernel, stride, name):
     return layers.Conv2D(filters, kernel, strides=stride, name=name)
 
 
-def bottleneck(x, filters, stride, name, shortcut, stride_in_1x1, frozen_bn):
+def bottleneck(x, filters, stride, name, shortcut, stride_in_1x1, frozen_bn, dilation=1):
     """One bottleneck block: 1×1 → 3×3 → 1×1 (×4 channels) plus the shortcut.
 
     Args:
         x: ``[B, H, W, C]``.
         stride: 1 or 2; applied on the first 1×1 conv (Caffe / keras.applications) or on the
             3×3 conv with symmetric padding (torchvision, ``stride_in_1x1=False``).
+        dilation: of the 3×3 conv (R-FCN's à trous conv5 keeps stride 16 with dilation 2).
     """
     s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
     if shortcut:
@@ -45,7 +46,7 @@ def bottleneck(x, filters, stride, name, shortcut, stride_in_1x1, frozen_bn):
     y = _norm(f"{name}_1_bn", frozen_bn)(y)
     y = layers.Activation("relu", name=f"{name}_1_relu")(y)
     if s3 == 1:
-        y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(y)
+        y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv")(y)
     else:
         y = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(y)
         y = _conv(filters, 3, s3, f"{name}_2_conv")(y)
@@ -57,11 +58,11 @@ def bottleneck(x, filters, stride, name, shortcut, stride_in_1x1, frozen_bn):
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def stage(x, filters, blocks, stride, name, stride_in_1x1, frozen_bn):
+def stage(x, filters, blocks, stride, name, stride_in_1x1, frozen_bn, dilation=1):
     """``blocks`` bottlenecks; the first one changes resolution/channels."""
-    x = bottleneck(x, filters, stride, f"{name}_block1", True, stride_in_1x1, frozen_bn)
+    x = bottleneck(x, filters, stride, f"{name}_block1", True, stride_in_1x1, frozen_bn, dilation)
     for i in range(2, blocks + 1):
-        x = bottleneck(x, filters, 1, f"{name}_block{i}", False, stride_in_1x1, frozen_bn)
+        x = bottleneck(x, filters, 1, f"{name}_block{i}", False, stride_in_1x1, frozen_bn, dilation)
     return x
 
 
@@ -143,4 +144,33 @@ def build_resnet_c4(depth_name, weights=None, frozen_bn=True):
         roi_head="res5",
         res5=res5,
         defaults={"roi_pooling": "align", "roi_pool_size": 14, "anchor_style": "py-faster-rcnn"},
+    )
+
+
+def build_resnet_dilated_c5(depth_name, weights=None, frozen_bn=True):
+    """R-FCN layout (Dai et al. 2016, section 3.2): conv4 (stride 16) for the RPN, and conv5 run
+    on the whole image with stride 1 and dilation 2 (à trous), so C5 is also stride 16."""
+    from rcnn_zoo.backbones.base import Backbone  # noqa: PLC0415
+
+    check_weights_argument(depth_name, weights)
+    counts = BLOCKS[depth_name]
+    images = keras.Input((None, None, 3), name="images")
+    x = stem(images, frozen_bn)
+    for index, (filters, blocks) in enumerate(zip((64, 128, 256), counts[:3])):
+        x = stage(x, filters, blocks, 1 if index == 0 else 2, f"conv{index + 2}", True, frozen_bn)
+    c4 = x
+    c5 = stage(c4, 512, counts[3], 1, "conv5", True, frozen_bn, dilation=2)
+    model = keras.Model(images, {"C4": c4, "C5": c5}, name=f"{depth_name}_dilated_c5")
+    _freeze_prefixes(model, ["conv1", "conv2_"])
+    if weights == "imagenet":
+        copy_imagenet_weights(depth_name, [model])
+    return Backbone(
+        model=model,
+        feature_names=("C4", "C5"),
+        strides=(16, 16),
+        channels=(1024, 2048),
+        preprocessing="caffe",
+        roi_head="ps",
+        rpn_feature_names=("C4",),
+        defaults={"anchor_style": "py-faster-rcnn", "roi_levels": ("C5",)},
     )

@@ -33,6 +33,7 @@ __all__ = [
     "get_converter",
     "read_pth",
     "read_state_dict",
+    "save_detector",
 ]
 
 

@@ -23,7 +23,7 @@ per image. The VOC config resizes to (1000, 600): shorter side 600, longer at mo
 Not expressible in rcnn_zoo's ``FasterRCNN`` (documented, not claimed): MMCV's RoIAlign uses
 ``aligned=True`` (a half-pixel shift of every RoI); ``FasterRCNN`` builds its multi-level
 RoIAlign with ``aligned=False`` and has no argument for it. MMDetection also pads images to a
-multiple of 32 after normalisation and rescales boxes per axis.
+multiple of 32 after normalisation (rcnn_zoo does not pad a single image).
 """
 
 import numpy as np

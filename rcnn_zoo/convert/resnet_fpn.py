@@ -139,6 +139,12 @@ def convert_box_head(read, fc6, fc7):
 def predictor(cls_weight, cls_bias, reg_weight, reg_bias):
     """Background-first class-specific predictor tensors (PyTorch layout) → our two Dense layers."""
     return {
-        "box_predictor/cls_score": {"kernel": dense_kernel(cls_weight), "bias": np.asarray(cls_bias, np.float32)},
-        "box_predictor/bbox_pred": {"kernel": dense_kernel(reg_weight), "bias": np.asarray(reg_bias, np.float32)},
+        "box_predictor/cls_score": {
+            "kernel": dense_kernel(cls_weight),
+            "bias": np.asarray(cls_bias, np.float32),
+        },
+        "box_predictor/bbox_pred": {
+            "kernel": dense_kernel(reg_weight),
+            "bias": np.asarray(reg_bias, np.float32),
+        },
     }

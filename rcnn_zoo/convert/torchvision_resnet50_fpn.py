@@ -21,7 +21,8 @@ Batch-norm epsilon: torchvision runs its 2019 COCO checkpoint (``COCO_V1``) with
 registry entry does). Known differences in behaviour, not in weights: torchvision pads batches to
 a multiple of 32 (changing border features and FPN upsampling for other sizes) and resizes to
 ``floor`` of the scaled size (rcnn_zoo rounds); rcnn_zoo's RPN drops tiny boxes before its top-n
-(torchvision after).
+(torchvision after) and measures ``rpn_min_size`` in original-image pixels (torchvision in
+resized ones; immaterial at 1e-3).
 """
 
 from rcnn_zoo.convert.common import ConversionError, KeyReader

@@ -21,6 +21,12 @@ def _xyxy_factors(scale):
     return tf.stack([scale[1], scale[0], scale[1], scale[0]])
 
 
+def _batch_size(x):
+    """Batch size of the model input (a tensor, or a dict such as Fast R-CNN's)."""
+    first = tf.nest.flatten(x)[0]
+    return tf.shape(first)[0]
+
+
 def _num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
@@ -300,7 +306,7 @@ class TwoStageDetector(keras.Model):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             x, y, y_pred, sample_weight, loss = self._forward_with_targets(data, training=True)
-            self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=tf.shape(x)[0])
+            self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=_batch_size(x))
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -309,7 +315,7 @@ class TwoStageDetector(keras.Model):
 
     def test_step(self, data):
         x, y, y_pred, sample_weight, loss = self._forward_with_targets(data, training=False)
-        self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=tf.shape(x)[0])
+        self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=_batch_size(x))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -110,7 +110,7 @@ class FasterRCNN(TwoStageDetector):
         self._given = dict(hyperparameters)
         if roi_pooling is not None:
             self._given["roi_pooling"] = roi_pooling
-        spec = build_backbone(backbone, weights=backbone_weights)
+        spec = self.build_backbone_spec(backbone, backbone_weights)
         hp = dict(DEFAULTS)
         hp.update(spec.defaults)
         hp.update(self._given)
@@ -138,12 +138,19 @@ class FasterRCNN(TwoStageDetector):
             load_detector_weights(self, weights)
 
     # ------------------------------------------------------------------ construction
+    @staticmethod
+    def build_backbone_spec(name, weights):
+        """The :class:`~rcnn_zoo.backbones.Backbone` for ``name`` (R-FCN overrides this)."""
+        return build_backbone(name, weights=weights)
+
     def _build_layers(self, spec, hp):
         self.backbone = spec.model
+        rpn_names, rpn_strides, rpn_channels = spec.rpn_levels()
+        self.rpn_feature_names = rpn_names
         self.anchor_generator = AnchorGenerator(
             sizes=hp["anchor_sizes"],
             aspect_ratios=hp["anchor_aspect_ratios"],
-            strides=spec.strides,
+            strides=rpn_strides,
             convention=hp["anchor_style"],
             name="anchor_generator",
         )
@@ -151,7 +158,7 @@ class FasterRCNN(TwoStageDetector):
         if len(set(num_anchors)) != 1:
             raise ValueError(f"every level needs the same number of anchors, got {num_anchors}")
         self.rpn_head = RPNHead(num_anchors[0], channels=hp["rpn_head_channels"], name="rpn_head")
-        self.rpn_head.build([(None, None, None, spec.channels[0])])
+        self.rpn_head.build([(None, None, None, rpn_channels[0])])
         self.proposal_layer = ProposalLayer(
             pre_nms_top_n_train=hp["rpn_pre_nms_top_n_train"],
             post_nms_top_n_train=hp["rpn_post_nms_top_n_train"],
@@ -159,7 +166,7 @@ class FasterRCNN(TwoStageDetector):
             post_nms_top_n_test=hp["rpn_post_nms_top_n_test"],
             nms_threshold=hp["rpn_nms_threshold"],
             min_size=hp["rpn_min_size"],
-            per_level=len(spec.strides) > 1,
+            per_level=len(rpn_strides) > 1,
             name="proposal_layer",
         )
         self._build_roi_head(spec, hp)
@@ -172,6 +179,7 @@ class FasterRCNN(TwoStageDetector):
 
     def _build_roi_head(self, spec, hp):
         self.roi_feature_indices = self._roi_feature_indices(spec, hp)
+        self.roi_feature_names = tuple(spec.feature_names[i] for i in self.roi_feature_indices)
         pool, ratio = hp["roi_pool_size"], hp["roi_sampling_ratio"]
         strides = [spec.strides[i] for i in self.roi_feature_indices]
         if len(strides) > 1:
@@ -202,7 +210,7 @@ class FasterRCNN(TwoStageDetector):
         normalized, scale = self.preprocess(images)
         height, width = tf.shape(normalized)[1], tf.shape(normalized)[2]
         features = self.backbone(normalized, training=training)
-        levels = [features[name] for name in self.feature_names]
+        levels = [features[name] for name in self.rpn_feature_names]
 
         anchors = self.anchor_generator(levels)
         logits, deltas, level_logits, level_deltas = self.rpn_head(levels)
@@ -235,7 +243,8 @@ class FasterRCNN(TwoStageDetector):
                 box_weights=self.hp["roi_box_weights"],
             )
             rois, roi_valid = sampled["rois"], sampled["labels"] >= 0
-        class_logits, box_deltas = self._roi_head(levels, rois, training)
+        roi_levels = [features[name] for name in self.roi_feature_names]
+        class_logits, box_deltas = self._roi_head(roi_levels, rois, training)
         if ground_truth is not None:
             return {
                 "anchors": tf.concat(anchors, axis=0),
@@ -253,9 +262,8 @@ class FasterRCNN(TwoStageDetector):
         detections["boxes"] = self.boxes_to_user_format(detections["boxes"], scale, shape[1], shape[2])
         return detections
 
-    def _roi_head(self, levels, rois, training):
-        """RoIs ``[B,R,4]`` → class logits ``[B,R,C+1]`` and deltas ``[B,R,C+1,4]``."""
-        roi_levels = [levels[i] for i in self.roi_feature_indices]
+    def _roi_head(self, roi_levels, rois, training):
+        """RoIs ``[B,R,4]`` on ``roi_levels`` → logits ``[B,R,C+1]``, deltas ``[B,R,C+1,4]``."""
         if len(roi_levels) > 1:
             pooled = self.roi_pooler(roi_levels, rois)
         else:

@@ -145,6 +145,8 @@ def runtime_checks(features, rois, op_name, group_size=None, output_dim=None):
         ]
     )
     with tf.control_dependencies(checks):
+        features = tf.ensure_shape(tf.identity(features), [None, None, None, None])
+        rois = tf.ensure_shape(tf.identity(rois), [None, None])
         features_shape = tf.shape(features)
         rois_shape = tf.shape(rois)
         checks = [
@@ -191,7 +193,24 @@ def runtime_checks(features, rois, op_name, group_size=None, output_dim=None):
             ),
         ]
     with tf.control_dependencies(checks):
-        return tf.identity(features), tf.identity(rois)
+        # The fallbacks are traced with unknown ranks (one trace per configuration and dtype);
+        # from here on the shapes are known to be [N, H, W, C] and [K, 5].
+        return tf.identity(features), tf.ensure_shape(tf.identity(rois), [None, 5])
+
+
+def fallback_function(run, dtype):
+    """``run(features, rois)`` as a ``tf.function`` traced once for any shapes of ``dtype``."""
+    spec = [tf.TensorSpec(None, dtype), tf.TensorSpec(None, dtype)]
+    return tf.function(run, input_signature=spec, autograph=False)
+
+
+def set_output_shape(output, features, rois, height, width, channels=None):
+    """Restore the static shape ``[K, height, width, C]`` the traced fallback cannot know."""
+    if channels is None and features.shape.rank == 4:
+        channels = features.shape[3]
+    num_rois = rois.shape[0] if rois.shape.rank == 2 else None
+    output.set_shape([num_rois, height, width, channels])
+    return output
 
 
 def round_half_away(x):

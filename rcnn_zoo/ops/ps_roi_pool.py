@@ -53,7 +53,10 @@ def ps_roi_pool(features, rois, group_size=7, output_dim=21, spatial_scale=1.0 /
             module, features, rois, group_size, output_dim, scale
         )
     else:
-        output = _fallback(group_size, output_dim, scale)(features, rois)
+        output = _fallback(group_size, output_dim, scale, features.dtype)(features, rois)
+        _validation.set_output_shape(
+            output, features, rois, group_size, group_size, output_dim
+        )
     return tf.cast(output, dtype) if output.dtype != dtype else output
 
 
@@ -107,11 +110,11 @@ def _forward(features, rois, group_size, output_dim, scale):
 
 
 @functools.lru_cache(maxsize=None)
-def _fallback(group_size, output_dim, scale):
+def _fallback(group_size, output_dim, scale, dtype):
     def run(features, rois):
         features, rois = _validation.runtime_checks(
             features, rois, _OP, group_size=group_size, output_dim=output_dim
         )
         return _forward(features, tf.stop_gradient(rois), group_size, output_dim, scale)
 
-    return tf.function(run, reduce_retracing=True, autograph=False)
+    return _validation.fallback_function(run, dtype)

@@ -76,7 +76,8 @@ def roi_align(
             module, features, rois, (ph, pw), scale, sampling_ratio, aligned
         )
     else:
-        output = _fallback(ph, pw, scale, sampling_ratio, aligned)(features, rois)
+        output = _fallback(ph, pw, scale, sampling_ratio, aligned, features.dtype)(features, rois)
+        _validation.set_output_shape(output, features, rois, ph, pw)
     return tf.cast(output, dtype) if output.dtype != dtype else output
 
 
@@ -215,8 +216,12 @@ def _forward(features, plan):
         def body(start, n, index, outputs):
             a_y, a_x, window = plan.chunk(start, n)
             values = tf.gather(flat, window)  # [n, rows, cols, C]
-            values = tf.einsum("nih,nhwc->nwic", a_y, values)
-            values = tf.einsum("njw,nwic->nijc", a_x, values)
+            shape = tf.shape(values)
+            # Rows, as one matmul per RoI: [ph, rows] @ [rows, cols·C].
+            values = tf.matmul(a_y, tf.reshape(values, tf.stack([n, shape[1], -1])))
+            values = tf.reshape(values, tf.stack([n, plan.ph, shape[2], plan.channels]))
+            # Columns: [pw, cols] @ [cols, C] for every RoI and output row.
+            values = tf.matmul(a_x[:, None], values)  # [n, ph, pw, C]
             return index + 1, outputs.write(index, values)
 
         _, outputs = chunk_loop(
@@ -239,8 +244,10 @@ def _backward(features, plan, dy):
 
         def body(start, n, accumulated):
             a_y, a_x, window = plan.chunk(start, n)
-            g = tf.einsum("njw,nijc->nwic", a_x, grads[start : start + n])
-            g = tf.einsum("nih,nwic->nhwc", a_y, g)  # [n, rows, cols, C]
+            # The forward's two matmuls, transposed.
+            g = tf.matmul(a_x[:, None], grads[start : start + n], transpose_a=True)
+            g = tf.matmul(a_y, tf.reshape(g, tf.stack([n, plan.ph, -1])), transpose_a=True)
+            g = tf.reshape(g, tf.concat([tf.shape(window), [plan.channels]], 0))
             return (tf.tensor_scatter_nd_add(accumulated, window[..., None], g),)
 
         (accumulated,) = chunk_loop(
@@ -255,7 +262,7 @@ def _backward(features, plan, dy):
 
 
 @functools.lru_cache(maxsize=None)
-def _fallback(ph, pw, scale, sampling_ratio, aligned):
+def _fallback(ph, pw, scale, sampling_ratio, aligned, dtype):
     @tf.custom_gradient
     def align(features, rois):
         plan = _Plan(features, rois, ph, pw, scale, sampling_ratio, aligned)
@@ -270,4 +277,4 @@ def _fallback(ph, pw, scale, sampling_ratio, aligned):
         features, rois = _validation.runtime_checks(features, rois, _OP)
         return align(features, rois)
 
-    return tf.function(run, reduce_retracing=True, autograph=False)
+    return _validation.fallback_function(run, dtype)

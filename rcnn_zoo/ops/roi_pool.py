@@ -54,7 +54,8 @@ def roi_pool(features, rois, pool_size=(7, 7), spatial_scale=1.0 / 16, impl=None
 
         output = _compiled.compiled_roi_pool(module, features, rois, (ph, pw), scale)
     else:
-        output = _fallback(ph, pw, scale)(features, rois)
+        output = _fallback(ph, pw, scale, features.dtype)(features, rois)
+        _validation.set_output_shape(output, features, rois, ph, pw)
     return tf.cast(output, dtype) if output.dtype != dtype else output
 
 
@@ -277,7 +278,7 @@ def _pool(features, rois, ph, pw, scale, with_argmax):
 
 
 @functools.lru_cache(maxsize=None)
-def _fallback(ph, pw, scale):
+def _fallback(ph, pw, scale, dtype):
     @tf.custom_gradient
     def pool(features, rois):
         output, _ = _pool(features, rois, ph, pw, scale, with_argmax=False)
@@ -304,4 +305,4 @@ def _fallback(ph, pw, scale):
         features, rois = _validation.runtime_checks(features, rois, _OP)
         return pool(features, rois)
 
-    return tf.function(run, reduce_retracing=True, autograph=False)
+    return _validation.fallback_function(run, dtype)

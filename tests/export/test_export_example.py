@@ -34,12 +34,12 @@ def printed_json(stdout, header):
     return json.JSONDecoder().raw_decode(stdout[start:])[0]
 
 
-@pytest.mark.parametrize("input_type, body_key", [
-    ("encoded_image_string_tensor", "instances"),
-    ("image_tensor", "inputs"),
+@pytest.mark.parametrize("input_type, body_key, weights", [
+    ("encoded_image_string_tensor", "instances", []),  # random tiny model
+    ("image_tensor", "inputs", ["--weights", "shapes"]),  # the shipped demo weights
 ])
-def test_example_exports_and_answers_the_rest_request(tmp_path, input_type, body_key):
-    stdout = run_example("--output", str(tmp_path), "--input-type", input_type)
+def test_example_exports_and_answers_the_rest_request(tmp_path, input_type, body_key, weights):
+    stdout = run_example("--output", str(tmp_path), "--input-type", input_type, *weights)
     model_dir = tmp_path / "detector" / "1"
     assert (model_dir / "saved_model.pb").exists()
     assert (

@@ -2,6 +2,7 @@
 process that has only TensorFlow; the signature as ``saved_model_cli`` shows it; stock ops only;
 dynamic batch and image size; the label assets; the Keras ``model.export`` entry point."""
 
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from rcnn_zoo.export import (
     INPUT_TYPES,
     OUTPUT_NAMES,
     custom_op_types,
+    decode_images,
     detections_to_od_api,
     export_saved_model,
 )
@@ -172,7 +174,9 @@ def test_served_outputs_match_predict(job, detector, image_files, served):
         decoded = [pixels[n] for n in names]
     sizes = [image.shape[:2] for image in decoded]
     height, width = np.max(sizes, axis=0)
-    batch = np.stack([np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]), (0, 0))) for im in decoded])
+    batch = np.stack(
+        [np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]), (0, 0))) for im in decoded]
+    )
     if input_type == "float_image_tensor":
         batch = batch.astype(np.float32)
     detections = detector.predict(batch, verbose=0)
@@ -343,3 +347,25 @@ def test_detections_to_od_api_exact():
     np.testing.assert_array_equal(result["num_detections"].numpy(), [2, 2])
     for value in result.values():
         assert value.dtype == tf.float32
+
+
+def _encoded(image, format):
+    data = io.BytesIO()
+    Image.fromarray(image).save(data, format=format)
+    return data.getvalue()
+
+
+def test_decode_images_pads_to_the_largest_and_reports_own_sizes():
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (3, 9, 3), dtype=np.uint8)
+    encoded = [_encoded(grey, "PNG"), _encoded(rgba, "PNG"), _encoded(rgb, "BMP")]
+    images, sizes = decode_images(tf.constant(encoded))
+    assert images.dtype == tf.uint8 and images.shape == (3, 6, 9, 3)
+    np.testing.assert_array_equal(sizes.numpy(), [[5, 7], [6, 4], [3, 9]])
+    expected = np.zeros((3, 6, 9, 3), np.uint8)
+    expected[0, :5, :7] = grey[..., None]
+    expected[1, :6, :4] = rgba[..., :3]
+    expected[2, :3, :9] = rgb
+    np.testing.assert_array_equal(images.numpy(), expected)

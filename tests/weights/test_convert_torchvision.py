@@ -139,7 +139,7 @@ def test_box_head_flattening_and_predictor(converted):
 def test_converted_model_runs(converted):
     _, model = converted
     image = np.random.default_rng(4).uniform(0, 255, (1, 96, 128, 3)).astype(np.float32)
-    out = model.predict(image, verbose=0)
+    out = {k: v.numpy() for k, v in model(image, training=False).items()}
     assert out["boxes"].shape == (1, 100, 4)
     assert np.all(np.isfinite(out["scores"]))
 

@@ -1,0 +1,281 @@
+"""The ``rcnn-zoo`` command line, run as users run it (``python -m rcnn_zoo.cli``) on a small VOC
+tree written here: real JPEGs with one coloured rectangle each, and their XML files."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rcnn_zoo import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLASSES = ("blue", "red")
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+SUBCOMMANDS = ("demo", "train", "evaluate", "predict", "export", "convert")
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "rcnn_zoo.cli", *map(str, args)], cwd=cwd or REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _write_voc_tree(root, count=6, size=(96, 128), seed=0):
+    """``images/``, ``annotations/``, ``train.txt`` (first 4) and ``test.txt`` (the rest)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    height, width = size
+    stems = []
+    for i in range(count):
+        stem = f"img{i}"
+        name = CLASSES[i % 2]
+        pixels = rng.integers(90, 160, (height, width, 3), dtype=np.uint8)
+        w, h = int(rng.integers(30, 50)), int(rng.integers(30, 50))
+        x1, y1 = int(rng.integers(4, width - w - 4)), int(rng.integers(4, height - h - 4))
+        pixels[y1 : y1 + h, x1 : x1 + w] = COLOURS[name]
+        Image.fromarray(pixels).save(root / "images" / f"{stem}.jpg", quality=95)
+        # VOC XML: 1-based inclusive pixel indices.
+        (root / "annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename>"
+            f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin>"
+            f"<ymin>{y1 + 1}</ymin><xmax>{x1 + w}</xmax><ymax>{y1 + h}</ymax></bndbox></object>"
+            "</annotation>"
+        )
+        stems.append(stem)
+    (root / "train.txt").write_text("\n".join(stems[:4]) + "\n")
+    (root / "test.txt").write_text("\n".join(stems[4:]) + "\n")
+    return root
+
+
+def _history_epochs(path):
+    with open(path, newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def _train_args(data, out, epochs):
+    return ["train", "--data", data, "--format", "voc", "--split", "train", "--val-split", "test",
+            "--backbone", "tiny", "--epochs", epochs, "--batch-size", 2, "--image-min-size", 96,
+            "--image-max-size", 128, "--output-dir", out, "--verbose", 2]
+
+
+@pytest.fixture(scope="module")
+def voc_tree(tmp_path_factory):
+    return _write_voc_tree(tmp_path_factory.mktemp("voc") / "shapes")
+
+
+@pytest.fixture(scope="module")
+def trained_run(voc_tree, tmp_path_factory):
+    """One epoch of training, then ``--resume`` to two epochs."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    first = run_cli(*_train_args(voc_tree, out, 1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    epochs_after_first = _history_epochs(out / "history.csv")
+    second = run_cli(*_train_args(voc_tree, out, 2), "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    return {"out": out, "first": first, "second": second, "epochs_after_first": epochs_after_first}
+
+
+# ------------------------------------------------------------------------------------ help
+
+
+def test_main_help_lists_every_subcommand_with_examples():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in SUBCOMMANDS:
+        assert command in result.stdout
+    assert "examples:" in result.stdout
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_help_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"rcnn-zoo {command}" in text
+    if command != "convert":  # convert's parser belongs to rcnn_zoo.convert.cli
+        assert "examples:" in text and "rcnn-zoo " + command in text.split("examples:")[1]
+
+
+def test_train_help_through_the_module_entry_point():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--data", "--format", "--val-split", "--backbone", "--epochs", "--resume", "--output-dir"):
+        assert option in result.stdout
+
+
+# ------------------------------------------------------------------------------------ train
+
+
+def test_train_writes_models_history_curves_and_config(trained_run):
+    out = trained_run["out"]
+    assert trained_run["epochs_after_first"] == [0]
+    for name in ("last.keras", "best.keras", "history.csv", "training_curves.png", "config.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "backup").exists()  # removed once a run finishes
+    config = json.loads((out / "config.json").read_text())
+    assert config["class_names"] == list(CLASSES)
+    assert config["arguments"]["backbone"] == "tiny" and config["arguments"]["epochs"] == 2
+    assert [run["to_epoch"] for run in config["runs"]] == [1, 2]
+    with Image.open(out / "training_curves.png") as image:
+        assert image.size[0] > 300
+
+
+def test_resume_continues_the_history(trained_run):
+    assert "Resuming" in trained_run["second"].stdout
+    assert _history_epochs(trained_run["out"] / "history.csv") == [0, 1]
+    with open(trained_run["out"] / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"loss", "rpn_cls", "rpn_box", "cls", "box", "lr", "val_mAP"} <= set(rows[0])
+    assert all(np.isfinite(float(row["loss"])) for row in rows)
+
+
+def test_training_again_into_a_finished_run_needs_resume(trained_run, voc_tree, capsys):
+    code = cli.main(_stringify(_train_args(voc_tree, trained_run["out"], 3)))
+    assert code == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_interrupted_training_continues_when_the_command_is_rerun(voc_tree, tmp_path):
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    config = cli.TrainConfig(data=str(voc_tree), split="train", epochs=2, batch_size=2, image_min_size=96,
+                             image_max_size=128, output_dir=str(tmp_path / "out"), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        cli.train(config, callbacks=[Interrupt()])
+    assert (tmp_path / "out" / "backup").is_dir()
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+    result = cli.train(config, callbacks=[record])
+    assert seen == [1]
+    assert _history_epochs(tmp_path / "out" / "history.csv") == [0, 1]
+    assert result["epochs_done"] == 2
+
+
+# ------------------------------------------------------------------------------------ evaluate, predict
+
+
+def test_evaluate_prints_the_per_class_table_and_writes_json(trained_run, voc_tree, tmp_path):
+    output = tmp_path / "eval.json"
+    result = run_cli("evaluate", "--model", trained_run["out"] / "last.keras", "--data", voc_tree,
+                     "--split", "test", "--metric", "voc", "voc07", "--output", output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("class"))
+    assert "AP@0.5 (VOC)" in header and "VOC07" in header
+    assert any(line.startswith("blue") for line in lines) and any(line.startswith("red") for line in lines)
+    assert any(line.startswith("mAP") for line in lines)
+    saved = json.loads(output.read_text())
+    assert saved["class_names"] == list(CLASSES) and saved["num_images"] == 2
+    assert set(saved) >= {"voc", "voc07"} and len(saved["voc"]["per_class_AP"]) == 2
+
+
+def test_predict_writes_pictures_and_json(trained_run, voc_tree, tmp_path):
+    out = tmp_path / "pred"
+    result = run_cli("predict", "--model", trained_run["out"] / "last.keras", "--images",
+                     voc_tree / "images", "--output-dir", out, "--score-threshold", 0.0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    detections = json.loads((out / "detections.json").read_text())
+    assert len(detections) == 6
+    for item in detections:
+        assert os.path.isfile(item["output"]) and item["output"].endswith(".png")
+        assert (item["width"], item["height"]) == (128, 96)
+        assert len(item["boxes"]) == len(item["scores"]) == len(item["labels"]) == len(item["class_names"])
+        for box, label, name in zip(item["boxes"], item["labels"], item["class_names"]):
+            assert 0 <= box[0] <= box[2] <= 128 and 0 <= box[1] <= box[3] <= 96
+            assert CLASSES[label] == name
+        assert item["scores"] == sorted(item["scores"], reverse=True)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def test_a_missing_model_file_is_one_clear_line_and_exit_code_2(voc_tree, tmp_path):
+    result = run_cli("evaluate", "--model", tmp_path / "nope.keras", "--data", voc_tree)
+    assert result.returncode == 2
+    assert "rcnn-zoo: error: model file not found:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "/no/such/folder", "--output-dir", "{tmp}/o"], "dataset folder not found"),
+        (["train", "--data", "{voc}", "--split", "nosuchsplit", "--output-dir", "{tmp}/o"], "split file not found"),
+        (["train", "--format", "coco", "--annotations", "{tmp}/x.json", "--output-dir", "{tmp}/o"],
+         "COCO annotation file not found"),
+        (["train", "--data", "{voc}", "--backbone", "nosuch", "--output-dir", "{tmp}/o"], "unknown backbone"),
+        (["train", "--data", "{voc}", "--output-dir", "{tmp}/o", "--resume"], "nothing to resume"),
+        (["predict", "--model", "{tmp}/m.keras", "--images", "{tmp}/none.jpg", "--output-dir", "{tmp}/p"],
+         "image not found"),
+        (["predict", "--images", "{voc}/images", "--output-dir", "{tmp}/p"], "exactly one of --model"),
+        (["export", "--model", "{voc}/train.txt", "--output", "{tmp}/s"], "expects a .keras file"),
+    ],
+)
+def test_bad_paths_and_options_exit_with_code_2(argv, message, voc_tree, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, voc=voc_tree) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rcnn-zoo: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_format_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", "--model", "m.keras", "--format", "yolo"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def test_model_args_are_parsed_as_json():
+    assert cli.parse_model_args(["roi_head_dim=256", "anchor_sizes=[[32, 64]]", "roi_pooling=align",
+                                 "image_min_size=null"]) == {
+        "roi_head_dim": 256, "anchor_sizes": [[32, 64]], "roi_pooling": "align", "image_min_size": None,
+    }
+    with pytest.raises(cli.CLIError):
+        cli.parse_model_args(["no_equals_sign"])
+
+
+def test_ap_table_lists_classes_counts_and_means():
+    results = {
+        "class_names": ["cat", "dog"], "num_objects": {"cat": 3, "dog": 0}, "iou_threshold": 0.5,
+        "voc": {"mAP": 0.5, "per_class_AP": [0.5, float("nan")]},
+        "voc07": {"mAP": 0.25, "per_class_AP": [0.25, float("nan")]},
+    }
+    table = cli.format_ap_table(results).splitlines()
+    assert table[0].split()[:2] == ["class", "objects"]
+    assert table[2].split() == ["cat", "3", "0.5000", "0.2500"]
+    assert table[3].split() == ["dog", "0", "n/a", "n/a"]
+    assert table[-1].split() == ["mAP", "3", "0.5000", "0.2500"]
+
+
+def test_training_curves_are_drawn_without_matplotlib(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,box,cls,loss,lr,rpn_box,rpn_cls,val_mAP\n"
+                       "0,0.3,0.5,1.4,0.001,0.05,0.5,nan\n1,0.2,0.3,0.9,0.0005,0.04,0.3,0.4\n"
+                       "2,0.1,0.2,0.6,0.0001,0.03,0.2,0.6\n")
+    path = cli.plot_training_curves(history, tmp_path / "curves.png")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[0] > 400  # both panels: losses and mAP
+    assert (np.abs(pixels.astype(int) - (148, 103, 189)).sum(-1) < 30).any()  # the mAP line
+
+
+def _stringify(argv):
+    return [str(a) for a in argv]
