@@ -2,5 +2,6 @@
 
 from rcnn_zoo.models.detector import TwoStageDetector
 from rcnn_zoo.models.faster_rcnn import FasterRCNN
+from rcnn_zoo.models.rfcn import RFCN
 
-__all__ = ["TwoStageDetector", "FasterRCNN"]
+__all__ = ["TwoStageDetector", "FasterRCNN", "RFCN"]

@@ -230,18 +230,7 @@ class FasterRCNN(TwoStageDetector):
             rois, roi_valid = proposals["boxes"], proposal_valid
         else:
             gt_boxes, gt_labels = self.prepare_ground_truth(ground_truth, scale, height, width)
-            sampled = sample_rois(
-                proposals["boxes"],
-                proposal_valid,
-                gt_boxes,
-                gt_labels,
-                num_samples=self.hp["roi_batch_size_per_image"],
-                positive_fraction=self.hp["roi_positive_fraction"],
-                foreground_iou=self.hp["roi_positive_iou"],
-                background_iou_high=self.hp["roi_negative_iou_high"],
-                background_iou_low=self.hp["roi_negative_iou_low"],
-                box_weights=self.hp["roi_box_weights"],
-            )
+            sampled = self._sample_training_rois(proposals["boxes"], proposal_valid, gt_boxes, gt_labels)
             rois, roi_valid = sampled["rois"], sampled["labels"] >= 0
         roi_levels = [features[name] for name in self.roi_feature_names]
         class_logits, box_deltas = self._roi_head(roi_levels, rois, training)
@@ -261,6 +250,21 @@ class FasterRCNN(TwoStageDetector):
         )
         detections["boxes"] = self.boxes_to_user_format(detections["boxes"], scale, shape[1], shape[2])
         return detections
+
+    def _sample_training_rois(self, proposals, proposal_valid, gt_boxes, gt_labels):
+        """RoIs for the detection head during training: Fast R-CNN's balanced sampling."""
+        return sample_rois(
+            proposals,
+            proposal_valid,
+            gt_boxes,
+            gt_labels,
+            num_samples=self.hp["roi_batch_size_per_image"],
+            positive_fraction=self.hp["roi_positive_fraction"],
+            foreground_iou=self.hp["roi_positive_iou"],
+            background_iou_high=self.hp["roi_negative_iou_high"],
+            background_iou_low=self.hp["roi_negative_iou_low"],
+            box_weights=self.hp["roi_box_weights"],
+        )
 
     def _roi_head(self, roi_levels, rois, training):
         """RoIs ``[B,R,4]`` on ``roi_levels`` → logits ``[B,R,C+1]``, deltas ``[B,R,C+1,4]``."""

@@ -7,8 +7,16 @@ inside ``tf.function``; images without ground truth give all-negative targets.
 """
 
 from rcnn_zoo.targets.matcher import match
+from rcnn_zoo.targets.ohem import per_roi_loss, select_hard_examples
 from rcnn_zoo.targets.roi_targets import sample_rois
 from rcnn_zoo.targets.rpn_targets import rpn_targets
 from rcnn_zoo.targets.sampler import sample_balanced
 
-__all__ = ["match", "sample_balanced", "rpn_targets", "sample_rois"]
+__all__ = [
+    "match",
+    "sample_balanced",
+    "rpn_targets",
+    "sample_rois",
+    "per_roi_loss",
+    "select_hard_examples",
+]
