@@ -366,10 +366,9 @@ def proposals_dataset(
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
-    def cast(element):
-        x = element if targets is None else element[0]
+    def cast(x, y=None):
         x = {"images": tf.cast(x["images"], tf.float32), "proposals": x["proposals"]}
-        return x if targets is None else (x, element[1])
+        return x if y is None else (x, y)
 
     return dataset.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -20,10 +20,9 @@ RoI head, no ``+1`` (v2 coordinates) — both rcnn_zoo's; RoIAlign 7×7 with ``s
 top-n 1000 per level, NMS 0.7, 1000 kept, ``min_bbox_size=0``; RCNN score 0.05, NMS 0.5, 100
 per image. The VOC config resizes to (1000, 600): shorter side 600, longer at most 1000.
 
-Not expressible in rcnn_zoo's ``FasterRCNN`` (documented, not claimed): MMCV's RoIAlign uses
-``aligned=True`` (a half-pixel shift of every RoI); ``FasterRCNN`` builds its multi-level
-RoIAlign with ``aligned=False`` and has no argument for it. MMDetection also pads images to a
-multiple of 32 after normalisation (rcnn_zoo does not pad a single image).
+MMCV's RoIAlign uses ``aligned=True`` (a half-pixel shift of every RoI): the registry entry sets
+``roi_aligned=True``. Not reproduced: MMDetection pads images to a multiple of 32 after
+normalisation (rcnn_zoo does not pad a single image).
 """
 
 import numpy as np
@@ -48,14 +47,11 @@ MODEL_ARGUMENTS = {
     "rpn_nms_threshold": 0.7,
     "rpn_min_size": 0.0,
     "roi_sampling_ratio": 0,
+    "roi_aligned": True,
     "score_threshold": 0.05,
     "nms_threshold": 0.5,
     "max_detections": 100,
 }
-
-# MMDetection behaviour FasterRCNN cannot express yet (see module docstring).
-NOT_EXPRESSIBLE = {"roi_aligned": True}
-
 
 def model_arguments(num_classes):
     """``FasterRCNN`` keyword arguments matching MMDetection's test settings."""

@@ -1,7 +1,8 @@
 """Detectors: Faster R-CNN (and, sharing its parts, R-FCN, Fast R-CNN and R-CNN)."""
 
 from rcnn_zoo.models.detector import TwoStageDetector
+from rcnn_zoo.models.fast_rcnn import FastRCNN
 from rcnn_zoo.models.faster_rcnn import FasterRCNN
 from rcnn_zoo.models.rfcn import RFCN
 
-__all__ = ["TwoStageDetector", "FasterRCNN", "RFCN"]
+__all__ = ["TwoStageDetector", "FastRCNN", "FasterRCNN", "RFCN"]

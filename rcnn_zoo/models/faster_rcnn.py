@@ -39,6 +39,7 @@ DEFAULTS = {
     "roi_pooling": "pool",
     "roi_pool_size": 7,
     "roi_sampling_ratio": -1,
+    "roi_aligned": False,
     "roi_levels": None,
     "roi_head_dim": 1024,
     "roi_head_dropout": 0.0,
@@ -79,7 +80,8 @@ class FasterRCNN(TwoStageDetector):
             to keep the input size.
         anchor_*: anchor sizes (px; per level for FPN), aspect ratios (h/w) and convention.
         rpn_*: RPN head width, matcher thresholds, sampling, proposal top-n/NMS/min size.
-        roi_*: RoI pooled size, sampling ratio, head width/dropout, RoI sampling, box weights.
+        roi_*: RoI pooled size, sampling ratio, half-pixel ``roi_aligned`` (detectron2/MMDetection
+            RoIAlign), head width/dropout, RoI sampling, box weights.
         score_threshold, nms_threshold, max_detections: test-time post-processing.
     Every ``None`` takes the backbone's default, then the paper's (see ``DEFAULTS``).
     """
@@ -183,9 +185,13 @@ class FasterRCNN(TwoStageDetector):
         pool, ratio = hp["roi_pool_size"], hp["roi_sampling_ratio"]
         strides = [spec.strides[i] for i in self.roi_feature_indices]
         if len(strides) > 1:
-            self.roi_pooler = MultiLevelRoIAlign(strides, pool, ratio, name="roi_pooler")
+            self.roi_pooler = MultiLevelRoIAlign(
+                strides, pool, ratio, aligned=hp["roi_aligned"], name="roi_pooler"
+            )
         elif hp["roi_pooling"] == "align":
-            self.roi_pooler = RoIAlign((pool, pool), 1.0 / strides[0], ratio, name="roi_pooler")
+            self.roi_pooler = RoIAlign(
+                (pool, pool), 1.0 / strides[0], ratio, aligned=hp["roi_aligned"], name="roi_pooler"
+            )
         elif hp["roi_pooling"] == "pool":
             self.roi_pooler = RoIPooling((pool, pool), 1.0 / strides[0], name="roi_pooler")
         else:

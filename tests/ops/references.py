@@ -64,32 +64,30 @@ def roi_pool_grad(features, rois, pool_size, spatial_scale, dy):
     return dx
 
 
-def _bilinear(y, x, height, width, t):
-    """``[(h, w, weight), ...]`` of one sample (detectron2 ``bilinear_interpolate``)."""
-    if y < -1.0 or y > height or x < -1.0 or x > width:
-        return []
-    y = max(y, t(0))
-    x = max(x, t(0))
-    y_low, x_low = int(math.floor(y)), int(math.floor(x))
-    if y_low >= height - 1:
-        y_low = y_high = height - 1
-        y = t(y_low)
-    else:
-        y_high = y_low + 1
-    if x_low >= width - 1:
-        x_low = x_high = width - 1
-        x = t(x_low)
-    else:
-        x_high = x_low + 1
-    ly, lx = y - t(y_low), x - t(x_low)
+def _bilinear_weights(y, x, height, width, t):
+    """Weight map ``[H, W]`` of a set of samples (arrays ``y``, ``x`` of equal shape), each
+    interpolated as detectron2's ``bilinear_interpolate`` does, summed."""
+    weights = np.zeros((height, width), t)
+    keep = ~((y < -1.0) | (y > height) | (x < -1.0) | (x > width))
+    y, x = np.maximum(y[keep], t(0)), np.maximum(x[keep], t(0))
+    y_low, x_low = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    y_end, x_end = y_low >= height - 1, x_low >= width - 1
+    y_low[y_end], x_low[x_end] = height - 1, width - 1
+    y_high = np.where(y_end, height - 1, y_low + 1)
+    x_high = np.where(x_end, width - 1, x_low + 1)
+    y = np.where(y_end, y_low.astype(t), y)
+    x = np.where(x_end, x_low.astype(t), x)
+    ly, lx = y - y_low.astype(t), x - x_low.astype(t)
     hy, hx = t(1) - ly, t(1) - lx
-    return [(y_low, x_low, hy * hx), (y_low, x_high, hy * lx),
-            (y_high, x_low, ly * hx), (y_high, x_high, ly * lx)]
+    for rows, cols, w in ((y_low, x_low, hy * hx), (y_low, x_high, hy * lx),
+                          (y_high, x_low, ly * hx), (y_high, x_high, ly * lx)):
+        np.add.at(weights, (rows, cols), w)
+    return weights
 
 
-def _roi_align_taps(features, rois, pool_size, spatial_scale, sampling_ratio, aligned):
-    """Yields ``(k, batch, i, j, [(h, w, weight), ...])`` with weights already divided by the
-    number of samples of the bin."""
+def _roi_align_bins(features, rois, pool_size, spatial_scale, sampling_ratio, aligned):
+    """Yields ``(k, batch, i, j, weights [H, W])``: the bin's output is
+    ``sum(weights · features[batch])``. Every sample of the bin's grid is evaluated."""
     t = features.dtype.type
     _, height, width, _ = features.shape
     ph, pw = pool_size
@@ -104,34 +102,31 @@ def _roi_align_taps(features, rois, pool_size, spatial_scale, sampling_ratio, al
         grid_h = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_h / t(ph)), 0)
         grid_w = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_w / t(pw)), 0)
         count = t(max(grid_h * grid_w, 1))
+        iy = np.arange(grid_h).astype(t)
+        ix = np.arange(grid_w).astype(t)
         for i in range(ph):
+            # y = y1 + i·bin_h + (iy + .5)·bin_h / grid_h, in this order, in the dtype.
+            y = (y1 + t(i) * bin_h) + (iy + t(0.5)) * bin_h / t(max(grid_h, 1))
             for j in range(pw):
-                taps = []
-                for iy in range(grid_h):
-                    y = y1 + t(i) * bin_h + t(iy + 0.5) * bin_h / t(grid_h)
-                    for ix in range(grid_w):
-                        x = x1 + t(j) * bin_w + t(ix + 0.5) * bin_w / t(grid_w)
-                        taps += [(h, w, wt / count) for h, w, wt in _bilinear(y, x, height,
-                                                                             width, t)]
-                yield k, b, i, j, taps
+                x = (x1 + t(j) * bin_w) + (ix + t(0.5)) * bin_w / t(max(grid_w, 1))
+                ys, xs = np.meshgrid(y, x, indexing="ij")
+                yield k, b, i, j, _bilinear_weights(ys, xs, height, width, t) / count
 
 
 def roi_align(features, rois, pool_size, spatial_scale, sampling_ratio, aligned):
     """Mask R-CNN RoIAlign (detectron2 semantics): ``[K, ph, pw, C]``."""
     out = np.zeros((len(rois), *pool_size, features.shape[3]), features.dtype)
-    for k, b, i, j, taps in _roi_align_taps(features, rois, pool_size, spatial_scale,
-                                             sampling_ratio, aligned):
-        for h, w, weight in taps:
-            out[k, i, j] += weight * features[b, h, w]
+    for k, b, i, j, weights in _roi_align_bins(features, rois, pool_size, spatial_scale,
+                                               sampling_ratio, aligned):
+        out[k, i, j] = np.tensordot(weights, features[b], axes=([0, 1], [0, 1]))
     return out
 
 
 def roi_align_grad(features, rois, pool_size, spatial_scale, sampling_ratio, aligned, dy):
     dx = np.zeros_like(features)
-    for k, b, i, j, taps in _roi_align_taps(features, rois, pool_size, spatial_scale,
-                                             sampling_ratio, aligned):
-        for h, w, weight in taps:
-            dx[b, h, w] += weight * dy[k, i, j]
+    for k, b, i, j, weights in _roi_align_bins(features, rois, pool_size, spatial_scale,
+                                               sampling_ratio, aligned):
+        dx[b] += weights[:, :, None] * dy[k, i, j]
     return dx
 
 

@@ -170,10 +170,10 @@ def test_voc_entry_downloads_and_converts_a_pth(converted, tmp_path, monkeypatch
     registry.write_text(json.dumps({"format": weights.REGISTRY_FORMAT, "weights": {"voc_local": entry}}))
     monkeypatch.setenv(weights.REGISTRY_ENV, str(registry))
     monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    with pytest.warns(UserWarning, match="roi_aligned"):
-        model = weights.build_pretrained("voc_local")
+    model = weights.build_pretrained("voc_local")
     assert model.class_names == entry["class_names"]
     assert model.hp["anchor_style"] == "detectron2" and model.image_min_size == 600
+    assert model.hp["roi_aligned"] is True  # MMCV's RoIAlign is half-pixel aligned
     for a, b in zip(model.weights, reference.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert any(p.endswith(".weights.h5") for p in os.listdir(tmp_path / "cache" / "rcnn_zoo"))
