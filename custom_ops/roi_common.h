@@ -46,7 +46,7 @@ inline absl::Status ValidateFeaturesAndRoisShapes(const Tensor& features, const 
   }
   if (rois.dims() != 2 || rois.dim_size(1) != kRoiColumns) {
     return absl::InvalidArgumentError(
-        "rois must have shape [K, 5] with rows (batch_index, x1, y1, x2, y2), got shape " +
+        "rois must have rank 2 and shape [K, 5], rows (batch_index, x1, y1, x2, y2), got shape " +
         rois.shape().DebugString());
   }
   return absl::OkStatus();
@@ -76,15 +76,19 @@ absl::Status ValidateRoiValues(const Tensor& rois, int64_t batch_size) {
   const auto r = rois.matrix<T>();
   const int64_t num_rois = rois.dim_size(0);
   for (int64_t k = 0; k < num_rois; ++k) {
-    for (int64_t col = 0; col < kRoiColumns; ++col) {
+    const double b = static_cast<double>(r(k, 0));
+    if (!std::isfinite(b)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rois[", k, "] has a non-finite batch index (", b, ")"));
+    }
+    for (int64_t col = 1; col < kRoiColumns; ++col) {
       const double v = static_cast<double>(r(k, col));
       if (!std::isfinite(v)) {
-        return absl::InvalidArgumentError(absl::StrCat("rois[", k, "] has a non-finite value (",
-                                                       v, ") in column ", col,
-                                                       "; all RoI coordinates must be finite"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("rois[", k, "] has a non-finite coordinate (", v, ") in column ", col,
+                         "; RoI coordinates must be finite"));
       }
     }
-    const double b = static_cast<double>(r(k, 0));
     if (b != std::floor(b)) {
       return absl::InvalidArgumentError(
           absl::StrCat("rois[", k, "] has non-integer batch index ", b));

@@ -1,8 +1,8 @@
 """The README demo: a small Faster R-CNN finds shapes in a freshly generated picture.
 
-Uses the ``"shapes"`` weights shipped in ``weights/`` (trained by ``train_shapes_model`` below,
-command recorded in ``weights/README.md``); if they are missing, trains them first (about two
-minutes on 2 CPU cores) and caches them.
+Uses the ``"shapes"`` weights shipped in ``weights/`` (trained by ``train_shapes_model`` below:
+``python -m rcnn_zoo.demo --output weights/shapes_tiny.weights.h5``); if they are missing, trains
+them first (about two minutes on 2 CPU cores) and caches them.
 """
 
 import os
@@ -17,13 +17,6 @@ from rcnn_zoo.visualization import draw_detections, save_png
 SHAPES_CONFIG = {"num_classes": 3, "backbone": "tiny", "class_names": list(CLASS_NAMES)}
 SHAPES_STEPS = 1200
 SHAPES_BATCH = 8
-
-
-def shapes_weights_path():
-    """``weights/shapes_tiny.weights.h5`` of a source checkout (None when not found)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(root, "weights", "shapes_tiny.weights.h5")
-    return path if os.path.exists(path) else None
 
 
 def train_shapes_model(steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, seed=0, verbose=1):
@@ -41,21 +34,23 @@ def train_shapes_model(steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, seed=0, verb
 
 
 def load_shapes_model(verbose=1):
-    """The demo model: shipped weights if present, else trained now and cached in ~/.keras."""
-    path = shapes_weights_path()
-    if path is None:
-        cache = os.path.join(os.path.expanduser("~"), ".keras", "rcnn_zoo", "shapes_tiny.weights.h5")
+    """The demo model: the registered ``"shapes"`` weights (shipped in ``weights/``), or, when
+    they cannot be found, weights trained now and cached in ``~/.keras/rcnn_zoo``."""
+    from rcnn_zoo.weights import build_pretrained  # noqa: PLC0415
+
+    try:
+        return build_pretrained("shapes")
+    except (FileNotFoundError, OSError, ValueError) as error:
+        cache = os.path.join(os.path.expanduser("~"), ".keras", "rcnn_zoo", "shapes_trained.weights.h5")
         if os.path.exists(cache):
-            path = cache
-        else:
-            print("No shipped 'shapes' weights found: training them now (about 2 minutes).")
-            model = train_shapes_model(verbose=verbose)
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            model.save_weights(cache)
+            model = FasterRCNN(**SHAPES_CONFIG)
+            model.load_weights(cache)
             return model
-    model = FasterRCNN(**SHAPES_CONFIG)
-    model.load_weights(path)
-    return model
+        print(f"The 'shapes' weights are not available ({error}); training them now (about 2 minutes).")
+        model = train_shapes_model(verbose=verbose)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        model.save_weights(cache)
+        return model
 
 
 def run_demo(output="demo_detections.png", seed=2024, num_images=4, image_size=(192, 256)):

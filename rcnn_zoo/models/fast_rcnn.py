@@ -43,6 +43,7 @@ DEFAULTS = {
     "image_max_size": 1000,
     "roi_pool_size": 7,
     "roi_sampling_ratio": -1,
+    "roi_aligned": False,
     "roi_levels": None,
     "roi_head_dim": 4096,
     "roi_head_dropout": 0.0,
@@ -89,7 +90,8 @@ class FastRCNN(TwoStageDetector):
             FPN backbones always use multi-level RoIAlign.
         image_min_size, image_max_size: resize rule (the paper's single scale: 600, max 1000;
             ``None`` keeps the input size; the tiny backbone defaults to ``None``).
-        roi_pool_size, roi_sampling_ratio, roi_levels: RoI feature extraction.
+        roi_pool_size, roi_sampling_ratio, roi_aligned, roi_levels: RoI feature extraction
+            (``roi_aligned``: RoIAlign's half-pixel shift, as FasterRCNN).
         roi_head_dim, roi_head_dropout: width and dropout of fc6/fc7.
         roi_batch_size_per_image, roi_positive_fraction, roi_positive_iou,
             roi_negative_iou_high, roi_negative_iou_low: RoI sampling (64, 0.25, 0.5, 0.5, 0.1).
@@ -168,9 +170,13 @@ class FastRCNN(TwoStageDetector):
         pool, ratio = hp["roi_pool_size"], hp["roi_sampling_ratio"]
         strides = [spec.strides[i] for i in self.roi_feature_indices]
         if len(strides) > 1:
-            self.roi_pooler = MultiLevelRoIAlign(strides, pool, ratio, name="roi_pooler")
+            self.roi_pooler = MultiLevelRoIAlign(
+                strides, pool, ratio, aligned=hp["roi_aligned"], name="roi_pooler"
+            )
         elif hp["roi_pooling"] == "align":
-            self.roi_pooler = RoIAlign((pool, pool), 1.0 / strides[0], ratio, name="roi_pooler")
+            self.roi_pooler = RoIAlign(
+                (pool, pool), 1.0 / strides[0], ratio, aligned=hp["roi_aligned"], name="roi_pooler"
+            )
         else:
             self.roi_pooler = RoIPooling((pool, pool), 1.0 / strides[0], name="roi_pooler")
         channels = spec.channels[self.roi_feature_indices[0]]
@@ -230,9 +236,10 @@ class FastRCNN(TwoStageDetector):
         )
         finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
         boxes = tf.where(finite[..., None], boxes, 0.0)
-        valid = finite & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        # Clipping is monotone, so empty or inverted rows stay so and rows wholly outside the
+        # image become empty: one test after clipping covers them all.
         boxes = box_ops.clip_to_image(boxes * _xyxy_factors(scale), height, width)
-        valid &= (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        valid = finite & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         return tf.where(valid[..., None], boxes, 0.0), valid
 
     # ------------------------------------------------------------------ forward

@@ -831,7 +831,8 @@ class RCNN(keras.Model):
         return pool5, fc7
 
     # ------------------------------------------------------------------ training stages
-    def fine_tune(self, regions_dataset, epochs=1, optimizer=None, **fit_kwargs):
+    def fine_tune(self, regions_dataset, epochs=1, optimizer=None, bn_statistics_batches=20,
+                  **fit_kwargs):
         """Stage 1: fine-tune the CNN as a (C+1)-way softmax classifier of warped regions.
 
         Args:
@@ -840,6 +841,9 @@ class RCNN(keras.Model):
             epochs: passes over the dataset.
             optimizer: default SGD, learning rate 0.001 (the paper's: 1/10 of pre-training),
                 momentum 0.9, weight decay 5e-4.
+            bn_statistics_batches: afterwards, batch norm layers that train (the ``tiny``
+                backbone's; VGG16 has none, ResNet's are frozen) get moving statistics averaged
+                over this many batches (:meth:`recompute_batch_norm_statistics`); ``0`` skips.
             **fit_kwargs: passed to ``fit`` (``verbose``, ``callbacks``, ``steps_per_epoch``…).
         Returns:
             the ``History`` (``loss``, ``accuracy``).
@@ -856,7 +860,36 @@ class RCNN(keras.Model):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        return stage.fit(regions_dataset, epochs=epochs, **fit_kwargs)
+        history = stage.fit(regions_dataset, epochs=epochs, **fit_kwargs)
+        if bn_statistics_batches:
+            self.recompute_batch_norm_statistics(regions_dataset, bn_statistics_batches)
+        return history
+
+    def recompute_batch_norm_statistics(self, regions_dataset, num_batches=20):
+        """Set the moving mean and variance of every trainable batch norm layer to the average
+        of its batch statistics over ``num_batches`` batches of ``regions_dataset``.
+
+        The exponential moving averages lag far behind after a short fine-tuning from scratch
+        (with momentum 0.99, 150 steps leave 22 % of the initial statistics), which wrecks
+        inference-mode features; averaging afterwards fixes them (detectron2's "precise BN").
+        Returns the number of batches used.
+        """
+        norms = [layer for model in (self.backbone, self.res5) if model is not None
+                 for layer in model.layers
+                 if isinstance(layer, layers.BatchNormalization) and layer.trainable]
+        if not norms:
+            return 0
+        momenta = [layer.momentum for layer in norms]
+        used = 0
+        try:
+            for used, (regions, _) in enumerate(regions_dataset.take(num_batches), start=1):
+                for layer in norms:
+                    layer.momentum = 1.0 - 1.0 / used  # running mean of the batch statistics
+                self.region_features(regions, training=True)
+        finally:
+            for layer, momentum in zip(norms, momenta):
+                layer.momentum = momentum
+        return used
 
     def train_svms(self, regions, rounds=3, svm_c=1e-3, negative_iou=0.3, positive_weight=2.0,
                    initial_negatives=1000, hard_negatives_per_round=2000, epochs_per_round=10,

@@ -161,7 +161,9 @@ def runtime_checks(features, rois, op_name, group_size=None, output_dim=None):
             checks.append(
                 tf.debugging.Assert(
                     tf.equal(channels, group_size * group_size * output_dim),
-                    [channel_message(group_size, output_dim, op_name) + "; got C =", channels],
+                    [f"{op_name}: features channels not divisible as required: C must equal "
+                     "group_size² · output_dim; got C =", channels, "group_size =", group_size,
+                     "output_dim =", output_dim],
                 )
             )
     with tf.control_dependencies(checks):
@@ -196,12 +198,6 @@ def runtime_checks(features, rois, op_name, group_size=None, output_dim=None):
         # The fallbacks are traced with unknown ranks (one trace per configuration and dtype);
         # from here on the shapes are known to be [N, H, W, C] and [K, 5].
         return tf.identity(features), tf.ensure_shape(tf.identity(rois), [None, 5])
-
-
-def fallback_function(run, dtype):
-    """``run(features, rois)`` as a ``tf.function`` traced once for any shapes of ``dtype``."""
-    spec = [tf.TensorSpec(None, dtype), tf.TensorSpec(None, dtype)]
-    return tf.function(run, input_signature=spec, autograph=False)
 
 
 def set_output_shape(output, features, rois, height, width, channels=None):

@@ -53,7 +53,7 @@ def ps_roi_pool(features, rois, group_size=7, output_dim=21, spatial_scale=1.0 /
             module, features, rois, group_size, output_dim, scale
         )
     else:
-        output = _fallback(group_size, output_dim, scale, features.dtype)(features, rois)
+        output = _fallback(features.dtype)(features, rois, group_size, output_dim, scale)
         _validation.set_output_shape(
             output, features, rois, group_size, group_size, output_dim
         )
@@ -64,7 +64,7 @@ def _bins(start, length, group_size, size):
     """Clipped ``[lo, hi)`` of every bin along one axis: two ``[K, k]`` int32 tensors."""
     dtype = start.dtype
     bin_size = _validation.true_divide(length, group_size)
-    index = tf.range(group_size, dtype=dtype)[None, :]
+    index = tf.cast(tf.range(group_size), dtype)[None, :]
     lo = tf.floor(index * bin_size[:, None] + start[:, None])
     hi = tf.math.ceil((index + 1) * bin_size[:, None] + start[:, None])
     size_f = tf.cast(size, dtype)
@@ -79,7 +79,7 @@ def _forward(features, rois, group_size, output_dim, scale):
     shape = tf.shape(features, out_type=tf.int64)
     height, width, channels = shape[1], shape[2], shape[3]
 
-    s = tf.constant(scale, dtype)
+    s = scale
     rounded = tf.clip_by_value(_validation.round_half_away(rois[:, 1:]), -_INT_LIMIT, _INT_LIMIT)
     x1, y1, x2, y2 = tf.unstack(rounded, axis=1)
     x1, y1 = x1 * s, y1 * s
@@ -96,8 +96,9 @@ def _forward(features, rois, group_size, output_dim, scale):
     batch = tf.cast(rois[:, 0], tf.int64)[:, None, None, None]
     hs, he = (tf.cast(t, tf.int64)[:, :, None, None] for t in (hs, he))  # [K, k, 1, 1]
     ws, we = (tf.cast(t, tf.int64)[:, None, :, None] for t in (ws, we))  # [K, 1, k, 1]
-    d = tf.range(output_dim, dtype=tf.int64)
-    i = tf.range(k, dtype=tf.int64)
+    k = tf.cast(k, tf.int64)
+    d = tf.range(tf.cast(output_dim, tf.int64))
+    i = tf.range(k)
     channel = (d[None, None, :] * k + i[:, None, None]) * k + i[None, :, None]  # [k, k, D]
 
     def corner(h, w):
@@ -110,11 +111,16 @@ def _forward(features, rois, group_size, output_dim, scale):
 
 
 @functools.lru_cache(maxsize=None)
-def _fallback(group_size, output_dim, scale, dtype):
-    def run(features, rois):
+def _fallback(dtype):
+    """The fallback for one dtype: ``f(features, rois, group_size, output_dim, spatial_scale)``,
+    traced once with every shape and configuration a runtime value."""
+
+    def run(features, rois, group_size, output_dim, scale):
         features, rois = _validation.runtime_checks(
             features, rois, _OP, group_size=group_size, output_dim=output_dim
         )
         return _forward(features, tf.stop_gradient(rois), group_size, output_dim, scale)
 
-    return _validation.fallback_function(run, dtype)
+    spec = [tf.TensorSpec(None, dtype), tf.TensorSpec(None, dtype), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], dtype)]
+    return tf.function(run, input_signature=spec, autograph=False)

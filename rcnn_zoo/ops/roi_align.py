@@ -76,7 +76,9 @@ def roi_align(
             module, features, rois, (ph, pw), scale, sampling_ratio, aligned
         )
     else:
-        output = _fallback(ph, pw, scale, sampling_ratio, aligned, features.dtype)(features, rois)
+        output = _fallback(features.dtype)(
+            features, rois, (ph, pw), scale, sampling_ratio, aligned
+        )
         _validation.set_output_shape(output, features, rois, ph, pw)
     return tf.cast(output, dtype) if output.dtype != dtype else output
 
@@ -89,11 +91,9 @@ def _axis(start, length, pooled, size, sampling_ratio):
     """Per-RoI geometry along one axis: bin size, grid, window origin and window length."""
     dtype = start.dtype
     bin_size = _validation.true_divide(length, pooled)
-    if sampling_ratio > 0:
-        grid = tf.fill(tf.shape(start), sampling_ratio)
-    else:
-        grid = tf.math.ceil(_validation.true_divide(length, pooled))
-        grid = tf.cast(tf.clip_by_value(grid, 0, _LIMIT), tf.int32)
+    adaptive = tf.math.ceil(_validation.true_divide(length, pooled))
+    adaptive = tf.cast(tf.clip_by_value(adaptive, 0, _LIMIT), tf.int32)
+    grid = tf.where(sampling_ratio > 0, sampling_ratio, adaptive)
     # Samples lie strictly between the two corners; one pixel of slack on each side keeps
     # float rounding at an integer corner inside the window.
     size_f = tf.cast(size, dtype)
@@ -129,7 +129,7 @@ def _weights(start, bin_size, grid, origin, span, size, pooled):
     """``[n, pooled, span]``: averaged bilinear weight of every window row for every bin."""
     dtype = start.dtype
     n = tf.shape(start)[0]
-    bin_index = tf.range(pooled, dtype=dtype)[None, :]
+    bin_index = tf.cast(tf.range(pooled), dtype)[None, :]
     base = start[:, None] + bin_index * bin_size[:, None]  # [n, pooled]
     first, stop = _sample_range(base, bin_size, grid, size)
     count = tf.maximum(tf.reduce_max(stop - first), 1)
@@ -164,21 +164,22 @@ def _weights(start, bin_size, grid, origin, span, size, pooled):
 class _Plan:
     """Per-RoI geometry, sorted by window area, shared by the forward and backward passes."""
 
-    def __init__(self, features, rois, ph, pw, scale, sampling_ratio, aligned):
+    def __init__(self, features, rois, pool_size, scale, sampling_ratio, aligned):
+        """``pool_size`` ``[2]`` int32, ``scale``, ``sampling_ratio`` (int32, ≤ 0 adaptive) and
+        ``aligned`` (bool) are tensors, so one trace serves every configuration."""
         dtype = features.dtype
         shape = tf.shape(features)
         self.height, self.width, self.channels = shape[1], shape[2], shape[3]
         self.num_rois = tf.shape(rois)[0]
+        ph, pw = pool_size[0], pool_size[1]
         self.ph, self.pw = ph, pw
-        corners = rois[:, 1:] * tf.constant(scale, dtype)
-        if aligned:
-            corners = corners - tf.constant(0.5, dtype)
+        corners = rois[:, 1:] * scale - tf.where(aligned, tf.constant(0.5, dtype), 0)
         corners = tf.clip_by_value(corners, -_LIMIT, _LIMIT)
         x1, y1, x2, y2 = tf.unstack(corners, axis=1)
         roi_w, roi_h = x2 - x1, y2 - y1
-        if not aligned:
-            roi_w = tf.maximum(roi_w, tf.ones((), dtype))
-            roi_h = tf.maximum(roi_h, tf.ones((), dtype))
+        one = tf.ones((), dtype)
+        roi_w = tf.where(aligned, roi_w, tf.maximum(roi_w, one))
+        roi_h = tf.where(aligned, roi_h, tf.maximum(roi_h, one))
         bin_h, grid_h, top, rows = _axis(y1, roi_h, ph, self.height, sampling_ratio)
         bin_w, grid_w, left, cols = _axis(x1, roi_w, pw, self.width, sampling_ratio)
         self.order = tf.argsort(rows * cols, stable=True)
@@ -262,19 +263,25 @@ def _backward(features, plan, dy):
 
 
 @functools.lru_cache(maxsize=None)
-def _fallback(ph, pw, scale, sampling_ratio, aligned, dtype):
-    @tf.custom_gradient
-    def align(features, rois):
-        plan = _Plan(features, rois, ph, pw, scale, sampling_ratio, aligned)
-        output = _forward(features, plan)
+def _fallback(dtype):
+    """The fallback for one dtype: ``f(features, rois, pool_size, spatial_scale,
+    sampling_ratio, aligned)``, traced once with every shape and configuration a runtime value."""
 
-        def grad(dy):
-            return _backward(features, plan, dy), None
-
-        return output, grad
-
-    def run(features, rois):
+    def run(features, rois, pool_size, scale, sampling_ratio, aligned):
         features, rois = _validation.runtime_checks(features, rois, _OP)
+
+        @tf.custom_gradient
+        def align(features, rois):
+            plan = _Plan(features, rois, pool_size, scale, sampling_ratio, aligned)
+            output = _forward(features, plan)
+
+            def grad(dy):
+                return _backward(features, plan, dy), None
+
+            return output, grad
+
         return align(features, rois)
 
-    return _validation.fallback_function(run, dtype)
+    spec = [tf.TensorSpec(None, dtype), tf.TensorSpec(None, dtype), tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([], dtype), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)]
+    return tf.function(run, input_signature=spec, autograph=False)

@@ -54,7 +54,7 @@ def roi_pool(features, rois, pool_size=(7, 7), spatial_scale=1.0 / 16, impl=None
 
         output = _compiled.compiled_roi_pool(module, features, rois, (ph, pw), scale)
     else:
-        output = _fallback(ph, pw, scale, features.dtype)(features, rois)
+        output = _fallback(features.dtype)(features, rois, (ph, pw), scale)
         _validation.set_output_shape(output, features, rois, ph, pw)
     return tf.cast(output, dtype) if output.dtype != dtype else output
 
@@ -108,7 +108,7 @@ def _bins(start, end, bins, size, dtype):
     """Clipped ``[lo, hi)`` of every bin along one axis: two ``[K, bins]`` int32 tensors."""
     length = tf.maximum(end - start + 1, 1)
     bin_size = _validation.true_divide(tf.cast(length, dtype), bins)
-    index = tf.range(bins, dtype=dtype)
+    index = tf.cast(tf.range(bins), dtype)
     lo = tf.floor(index[None, :] * bin_size[:, None])
     hi = tf.math.ceil((index[None, :] + 1) * bin_size[:, None])
     lo = tf.cast(tf.minimum(lo, 2 * _INT_LIMIT), tf.int32) + start[:, None]
@@ -161,7 +161,6 @@ def _chunk_max(tables, table_args, plane, height, width, batch, hs, he, ws, we):
     Returns ``output [n, ph, pw, C]`` and, when ``table_args`` is given, the argmax position
     ``(b·H + h)·W + w`` (first maximum in row-major order).
     """
-    n = tf.shape(batch)[0]
     bin_h = tf.maximum(he - hs, 0)
     bin_w = tf.maximum(we - ws, 0)
     top = hs[:, 0]
@@ -222,10 +221,12 @@ def _chunk_max(tables, table_args, plane, height, width, batch, hs, he, ws, we):
     return output, tf.where(nonempty, position, -1)
 
 
-def _pool(features, rois, ph, pw, scale, with_argmax):
+def _pool(features, rois, pool_size, scale, with_argmax):
     """``output [K, ph, pw, C]`` and, ``with_argmax``, positions ``(n·H + h)·W + w`` (-1 for an
-    empty bin); without, an empty placeholder."""
+    empty bin); without, an empty placeholder. ``pool_size`` ``[2]`` int32 and ``scale`` are
+    tensors, so one trace serves every configuration."""
     dtype = features.dtype
+    ph, pw = pool_size[0], pool_size[1]
     shape = tf.shape(features)
     height, width, channels = shape[1], shape[2], shape[3]
     num_rois = tf.shape(rois)[0]
@@ -237,7 +238,7 @@ def _pool(features, rois, ph, pw, scale, with_argmax):
 
     def pool():
         batch = tf.cast(rois[:, 0], tf.int32)
-        corners = _validation.round_half_away(rois[:, 1:] * tf.constant(scale, dtype))
+        corners = _validation.round_half_away(rois[:, 1:] * scale)
         corners = tf.cast(tf.clip_by_value(corners, -_INT_LIMIT, _INT_LIMIT), tf.int32)
         hs, he = _bins(corners[:, 1], corners[:, 3], ph, height, dtype)
         ws, we = _bins(corners[:, 0], corners[:, 2], pw, width, dtype)
@@ -278,16 +279,29 @@ def _pool(features, rois, ph, pw, scale, with_argmax):
 
 
 @functools.lru_cache(maxsize=None)
-def _fallback(ph, pw, scale, dtype):
+def _fallback(dtype):
+    """The fallback for one dtype: ``f(features, rois, pool_size, spatial_scale)``, traced once
+    with every shape and configuration a runtime value."""
+
+    def run(features, rois, pool_size, scale):
+        features, rois = _validation.runtime_checks(features, rois, _OP)
+        return _with_gradient(features, rois, pool_size, scale)
+
+    spec = [tf.TensorSpec(None, dtype), tf.TensorSpec(None, dtype),
+            tf.TensorSpec([2], tf.int32), tf.TensorSpec([], dtype)]
+    return tf.function(run, input_signature=spec, autograph=False)
+
+
+def _with_gradient(features, rois, pool_size, scale):
     @tf.custom_gradient
     def pool(features, rois):
-        output, _ = _pool(features, rois, ph, pw, scale, with_argmax=False)
+        output, _ = _pool(features, rois, pool_size, scale, with_argmax=False)
 
         def grad(dy):
             # Recompute the argmax (the forward, which exported graphs run, tracks values only),
             # then add dy at it. Bincount with weights is a much faster scatter-add than
             # unsorted_segment_sum for scattered scalar indices.
-            _, position = _pool(features, rois, ph, pw, scale, with_argmax=True)
+            _, position = _pool(features, rois, pool_size, scale, with_argmax=True)
             channels = tf.shape(features)[3]
             ids = position * channels + tf.range(channels)
             weights = tf.where(position >= 0, dy, tf.zeros((), dy.dtype))
@@ -301,8 +315,4 @@ def _fallback(ph, pw, scale, dtype):
 
         return output, grad
 
-    def run(features, rois):
-        features, rois = _validation.runtime_checks(features, rois, _OP)
-        return pool(features, rois)
-
-    return _validation.fallback_function(run, dtype)
+    return pool(features, rois)
