@@ -195,11 +195,10 @@ inline int64_t ItemsPerBlock(int64_t num_items, int64_t batch_size, int num_thre
 inline void ParallelFor(OpKernelContext* context, int64_t total, int64_t cost_per_unit,
                         const std::function<void(int64_t, int64_t)>& work) {
   if (total <= 0) return;
+  using ::tensorflow::thread::ThreadPool;
   auto* workers = context->device()->tensorflow_cpu_worker_threads()->workers;
   workers->ParallelFor(
-      total,
-      ::tensorflow::thread::ThreadPool::SchedulingParams::Adaptive(std::max<int64_t>(cost_per_unit, 1)),
-      work);
+      total, ThreadPool::SchedulingParams::Adaptive(std::max<int64_t>(cost_per_unit, 1)), work);
 }
 
 // Shape function pieces shared by all ops: input 0 is features [N, H, W, C] (any dim may be

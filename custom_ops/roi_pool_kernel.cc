@@ -100,8 +100,9 @@ class RoiPoolBase : public OpKernel {
   static absl::Status CheckMapSize(const Tensor& features) {
     if (features.dim_size(1) * features.dim_size(2) >
         static_cast<int64_t>(std::numeric_limits<int32_t>::max())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "roi_pool supports feature maps with H * W < 2^31, got ", features.shape().DebugString()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("roi_pool supports feature maps with H * W < 2^31, got ",
+                       features.shape().DebugString()));
     }
     return absl::OkStatus();
   }
