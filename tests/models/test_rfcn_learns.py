@@ -1,0 +1,26 @@
+"""Proof that R-FCN learns: the tiny configuration (k = 7, OHEM) trained from scratch on
+generated shapes reaches mAP@0.5 ≥ 0.8 on fresh images.
+
+The bar is lower than Faster R-CNN's 0.9 for the same budget: with a 64-channel stride-8
+backbone and no per-RoI layers, R-FCN's position-sensitive maps learn more slowly on 16–64 px
+objects (measured 0.845 after 1200 steps; k = 3 gave 0.57).
+"""
+
+import numpy as np
+
+import keras
+import rcnn_zoo
+from rcnn_zoo.data.synthetic import shapes_dataset
+from rcnn_zoo.demo import evaluate_shapes_model
+
+STEPS = 1200
+
+
+def test_tiny_rfcn_reaches_map_0_8_on_fresh_shapes():
+    keras.utils.set_random_seed(0)
+    model = rcnn_zoo.RFCN(num_classes=3, backbone="tiny", k=7)
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, STEPS, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
+    model.fit(shapes_dataset(STEPS * 8, batch_size=8, seed=0), epochs=1, verbose=0)
+    ap, mean_ap = evaluate_shapes_model(model, num_images=100)
+    assert mean_ap >= 0.8, f"mAP@0.5 {mean_ap:.3f}, per class {np.round(ap, 3)}"
