@@ -2,7 +2,8 @@
 
 For each op and size, times the forward pass and forward + backward (gradient with respect to
 the features for a fixed random upstream gradient), each as a ``tf.function``, after warm-up,
-and reports the median over several runs. Prints a table and writes ``benchmarks/results/ops.json``.
+and reports the median over several runs. The four functions of a configuration run
+interleaved, so that load from other processes affects compiled and fallback alike. Prints a table and writes ``benchmarks/results/ops.json``.
 
 Sizes are those of a VGG16 / ResNet C4 detector at 800×800 (stride 16 → 50×50 map):
 roi_pool and roi_align on 1×50×50×512 with 300 and 2000 RoIs at 7×7; ps_roi_pool on
@@ -75,19 +76,31 @@ def build_functions(op, kwargs, impl, upstream):
     return forward, forward_backward
 
 
-def median_ms(fn, args, warmup, repeats, budget_s):
-    """Median wall time of ``fn(*args)`` in ms; stops early (after >= 3 runs) past the budget."""
-    for _ in range(warmup):
-        tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-    times = []
+def _call(fn, args):
+    # .numpy() waits for the result (and copies it out, equally for both implementations).
+    tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+
+
+def time_interleaved(functions, args, warmup, repeats, budget_s):
+    """``{name: (median ms, min ms, runs)}`` of every ``functions[name](*args)``.
+
+    The functions run round-robin (one call each per round) so that load from other processes
+    on a shared machine hits all of them alike; rounds stop after ``repeats``, or after the
+    budget once there are at least 3.
+    """
+    for fn in functions.values():
+        for _ in range(warmup):
+            _call(fn, args)
+    times = {name: [] for name in functions}
     start_all = time.perf_counter()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), fn(*args))  # .numpy() waits for the result
-        times.append((time.perf_counter() - start) * 1e3)
-        if len(times) >= 3 and time.perf_counter() - start_all > budget_s:
+    for round_index in range(repeats):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            _call(fn, args)
+            times[name].append((time.perf_counter() - start) * 1e3)
+        if round_index >= 2 and time.perf_counter() - start_all > budget_s:
             break
-    return statistics.median(times), len(times)
+    return {name: (statistics.median(t), min(t), len(t)) for name, t in times.items()}
 
 
 def run(args):
@@ -98,14 +111,18 @@ def run(args):
         rois = random_rois(num_rois, rng)
         probe = op(features, rois, impl="fallback", **kwargs)
         upstream = tf.constant(rng.standard_normal(probe.shape), tf.float32)
-        row = {"op": name, "features": list(shape), "num_rois": num_rois,
-               "params": {k: v for k, v in kwargs.items()}}
+        functions = {}
         for impl in ("compiled", "fallback"):
             forward, forward_backward = build_functions(op, kwargs, impl, upstream)
-            for label, fn in (("forward", forward), ("forward_backward", forward_backward)):
-                ms, runs = median_ms(fn, (features, rois), args.warmup, args.repeats, args.budget)
-                row[f"{impl}_{label}_ms"] = round(ms, 3)
-                row[f"{impl}_{label}_runs"] = runs
+            functions[f"{impl}_forward"] = forward
+            functions[f"{impl}_forward_backward"] = forward_backward
+        timings = time_interleaved(functions, (features, rois), args.warmup, args.repeats,
+                                   args.budget)
+        row = {"op": name, "features": list(shape), "num_rois": num_rois, "params": kwargs}
+        for key, (median, fastest, runs) in timings.items():
+            row[f"{key}_ms"] = round(median, 3)
+            row[f"{key}_min_ms"] = round(fastest, 3)
+            row[f"{key}_runs"] = runs
         for label in ("forward", "forward_backward"):
             row[f"{label}_speedup"] = round(
                 row[f"fallback_{label}_ms"] / row[f"compiled_{label}_ms"], 2
@@ -134,9 +151,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, results not written")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (tracing)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls at most")
-    parser.add_argument("--budget", type=float, default=20.0,
-                        help="seconds per measurement after which timing stops (>= 3 runs)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed rounds at most")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds per configuration after which timing stops (>= 3 rounds)")
     parser.add_argument("--output", default=RESULTS_PATH, help="where to write the JSON results")
     args = parser.parse_args()
 
@@ -144,7 +161,8 @@ def main():
         sys.exit("The compiled RoI ops are not loaded; build them first "
                  "(pip install --no-build-isolation -e .).")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, float32, median of up to "
-          f"{args.repeats} runs after {args.warmup} warm-up calls")
+          f"{args.repeats} interleaved runs after {args.warmup} warm-up calls, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(HEADER)
     print("-" * len(HEADER))
     rows = run(args)
@@ -164,7 +182,8 @@ def main():
                 "roi_sizes_px": [16, 400],
                 "warmup": args.warmup,
                 "max_repeats": args.repeats,
-                "statistic": "median wall time (ms)",
+                "statistic": "median wall time (ms) of interleaved runs; *_min_ms the fastest",
+                "load_average_1min": os.getloadavg()[0],
                 "results": rows,
             },
             handle,

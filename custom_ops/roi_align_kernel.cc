@@ -138,20 +138,36 @@ inline void AddScaled(T* __restrict__ dst, const T* __restrict__ src, T weight, 
   for (int64_t c = 0; c < n; ++c) dst[c] += src[c] * weight;
 }
 
-// Scatters one bin's (already / count) gradient `g` of channels [c0, c0 + n) to the samples'
-// neighbours in `image` (one [H, W, C] gradient map).
+// One map row touched by a bin's samples, with its bilinear row weight.
 template <typename T>
-void ScatterBin(T* image, int64_t width, int64_t channels, int64_t c0, int64_t n,
-                const std::vector<AxisSample<T>>& ys, const std::vector<AxisSample<T>>& xs,
-                const T* g) {
+struct RowWeight {
+  int64_t row;
+  T weight;
+};
+
+// The rows of the samples `ys` that lie in [row0, row1), in sample order (low row, then high).
+template <typename T>
+void RowsInBand(const std::vector<AxisSample<T>>& ys, int64_t row0, int64_t row1,
+                std::vector<RowWeight<T>>* rows) {
+  rows->clear();
   for (const AxisSample<T>& y : ys) {
+    if (y.low >= row0 && y.low < row1) rows->push_back({y.low, y.w_low});
+    if (y.high >= row0 && y.high < row1) rows->push_back({y.high, y.w_high});
+  }
+}
+
+// Scatters one bin's gradient `g` (already divided by the sample count, all C channels) to the
+// samples' neighbours on `rows` of `image` (one [H, W, C] gradient map).
+template <typename T>
+void ScatterBin(T* image, int64_t width, int64_t channels, const std::vector<RowWeight<T>>& rows,
+                const std::vector<AxisSample<T>>& xs, const T* g) {
+  for (const RowWeight<T>& y : rows) {
+    T* row = image + y.row * width * channels;
     for (const AxisSample<T>& x : xs) {
       // One pass per neighbour: each pass has a single destination, so it vectorises, and
       // coinciding neighbours (at the map border) still add up in a fixed order.
-      AddScaled(image + (y.low * width + x.low) * channels + c0, g, y.w_low * x.w_low, n);
-      AddScaled(image + (y.low * width + x.high) * channels + c0, g, y.w_low * x.w_high, n);
-      AddScaled(image + (y.high * width + x.low) * channels + c0, g, y.w_high * x.w_low, n);
-      AddScaled(image + (y.high * width + x.high) * channels + c0, g, y.w_high * x.w_high, n);
+      AddScaled(row + x.low * channels, g, y.weight * x.w_low, channels);
+      AddScaled(row + x.high * channels, g, y.weight * x.w_high, channels);
     }
   }
 }
@@ -258,44 +274,45 @@ class RoiAlignGradOp : public RoiAlignBase {
     const T* g = grad.flat<T>().data();
     T* gin = grad_features->flat<T>().data();
     const RoisByImage groups = GroupRoisByImage(roi_data, num_rois, batch);
+    const RowBands bands(batch, height, NumWorkerThreads(context));
     const int64_t cells = height * width;
-    const int64_t bins = pooled_height_ * pooled_width_;
-    const int64_t block = ItemsPerBlock(channels, batch, NumWorkerThreads(context), 16);
-    const int64_t blocks = (channels + block - 1) / block;
 
-    // One unit = (image n, channel block): it owns d features[n, :, :, block] exclusively (no two
-    // threads write the same element), and each element's contributions are summed in RoI,
-    // bin, sample order: the result does not depend on the thread count.
+    // Each element's contributions are summed in RoI, bin, sample order whatever the band
+    // layout: the result does not depend on the thread count.
     auto work = [&](int64_t begin, int64_t end) {
       std::vector<AxisSample<T>> ys, xs;
-      std::vector<T> g_bin(block);
+      std::vector<RowWeight<T>> rows;
+      std::vector<T> g_bin(channels);
       for (int64_t unit = begin; unit < end; ++unit) {
-        const int64_t n = unit / blocks;
-        const int64_t c0 = (unit % blocks) * block, len = std::min(channels, c0 + block) - c0;
+        const int64_t n = bands.Image(unit);
+        const int64_t row0 = bands.RowBegin(unit), row1 = bands.RowEnd(unit);
         T* image = gin + n * cells * channels;
-        for (int64_t pos = 0; pos < cells; ++pos) {
-          std::fill_n(image + pos * channels + c0, len, T(0));
-        }
+        std::fill(image + row0 * width * channels, image + row1 * width * channels, T(0));
         for (int64_t r = groups.offset[n]; r < groups.offset[n + 1]; ++r) {
           const int64_t k = groups.order[r];
           const RoiAlignBox<T> box = Box(roi_data + k * kRoiColumns, scale);
           for (int64_t i = 0; i < pooled_height_; ++i) {
             AxisSamples(box.start_h, box.bin_h, i, box.grid_h, height, &ys);
-            if (ys.empty()) continue;
+            RowsInBand(ys, row0, row1, &rows);
+            if (rows.empty()) continue;
             for (int64_t j = 0; j < pooled_width_; ++j) {
               AxisSamples(box.start_w, box.bin_w, j, box.grid_w, width, &xs);
               if (xs.empty()) continue;
-              const T* gb = g + ((k * pooled_height_ + i) * pooled_width_ + j) * channels + c0;
-              for (int64_t c = 0; c < len; ++c) g_bin[c] = gb[c] / box.count;
-              ScatterBin(image, width, channels, c0, len, ys, xs, g_bin.data());
+              const T* gb = g + ((k * pooled_height_ + i) * pooled_width_ + j) * channels;
+              for (int64_t c = 0; c < channels; ++c) g_bin[c] = gb[c] / box.count;
+              ScatterBin(image, width, channels, rows, xs, g_bin.data());
             }
           }
         }
       }
     };
-    const int64_t rois_per_image = (num_rois + batch - 1) / batch;
-    ParallelFor(context, batch * blocks,
-                cells * block + rois_per_image * bins * (64 * block + 200) + 100, work);
+    // Rough cost: zeroing the band, plus the share of the image's bins that meet the band, each
+    // ~4 samples of 4 neighbours per channel.
+    const int64_t bins_per_image = (num_rois + batch - 1) / batch * pooled_height_ * pooled_width_;
+    ParallelFor(context, batch * bands.bands_per_image,
+                bands.rows_per_band * width * channels +
+                    bins_per_image * (32 * channels + 200) / bands.bands_per_image + 100,
+                work);
   }
 };
 

@@ -177,9 +177,9 @@ inline int NumWorkerThreads(OpKernelContext* context) {
   return context->device()->tensorflow_cpu_worker_threads()->num_threads;
 }
 
-// Splits `num_items` (channels or output groups) into contiguous blocks for gradient sharding:
-// enough blocks to keep every thread busy, but not so small that per-block overhead (recomputing
-// bin geometry) dominates. Returns the block size.
+// Splits `num_items` (map rows, or output channel groups) into contiguous blocks for gradient
+// sharding: enough blocks to keep every thread busy, but not so small that per-block overhead
+// (recomputing bin geometry) dominates. Returns the block size.
 inline int64_t ItemsPerBlock(int64_t num_items, int64_t batch_size, int num_threads,
                              int64_t min_block) {
   const int64_t wanted_units = 4 * static_cast<int64_t>(std::max(num_threads, 1));
@@ -189,6 +189,25 @@ inline int64_t ItemsPerBlock(int64_t num_items, int64_t batch_size, int num_thre
   per_block = std::max(per_block, std::min(min_block, num_items));
   return std::max<int64_t>(per_block, 1);
 }
+
+// Row bands of the feature-gradient maps, the work units of the roi_pool / roi_align gradients.
+// Unit u owns rows [row_begin, row_end) of image n = u / bands_per_image, over all columns and
+// channels: that is one contiguous slice of the output, written by nobody else, so no two
+// threads write the same element. A unit visits only the bins whose rows meet its band and
+// reads their full channel vectors (contiguous), unlike a split over channels, whose units
+// would each read a thin strided slice of every bin and waste most of each fetched cache line.
+struct RowBands {
+  int64_t height = 0, rows_per_band = 1, bands_per_image = 1;
+
+  RowBands(int64_t batch_size, int64_t map_height, int num_threads) : height(map_height) {
+    // Bands of at least 4 rows: a bin spanning two bands is read by both.
+    rows_per_band = ItemsPerBlock(map_height, batch_size, num_threads, 4);
+    bands_per_image = std::max<int64_t>(1, (map_height + rows_per_band - 1) / rows_per_band);
+  }
+  int64_t Image(int64_t unit) const { return unit / bands_per_image; }
+  int64_t RowBegin(int64_t unit) const { return (unit % bands_per_image) * rows_per_band; }
+  int64_t RowEnd(int64_t unit) const { return std::min(height, RowBegin(unit) + rows_per_band); }
+};
 
 // Runs work(begin, end) over [0, total) on the device's CPU thread pool; `cost_per_unit` is a
 // rough cycle estimate per unit so that TensorFlow picks sensible shard sizes.

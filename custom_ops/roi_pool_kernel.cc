@@ -165,9 +165,11 @@ class RoiPoolGradOp : public RoiPoolBase {
   void Compute(OpKernelContext* context) override {
     const Tensor& features = context->input(0);
     const Tensor& rois = context->input(1);
-    const Tensor& argmax = context->input(2);
-    const Tensor& grad = context->input(3);
+    const Tensor& argmax = context->input(3);
+    const Tensor& grad = context->input(4);
     OP_REQUIRES_OK(context, ValidateFeaturesAndRoisShapes(features, rois));
+    T scale;
+    OP_REQUIRES_OK(context, ReadSpatialScale<T>(context->input(2), &scale));
     OP_REQUIRES_OK(context, CheckMapSize(features));
     const int64_t batch = features.dim_size(0), height = features.dim_size(1),
                   width = features.dim_size(2), channels = features.dim_size(3);
@@ -189,44 +191,53 @@ class RoiPoolGradOp : public RoiPoolBase {
     const T* g = grad.flat<T>().data();
     T* gin = grad_features->flat<T>().data();
     const RoisByImage groups = GroupRoisByImage(roi_data, num_rois, batch);
+    const RowBands bands(batch, height, NumWorkerThreads(context));
     const int64_t cells = height * width;
-    const int64_t bins = pooled_height_ * pooled_width_;
-    const int64_t block = ItemsPerBlock(channels, batch, NumWorkerThreads(context), 16);
-    const int64_t blocks = (channels + block - 1) / block;
     std::atomic<bool> bad_argmax{false};
 
-    // One unit = (image n, channel block): it owns d features[n, :, :, block] exclusively, so no
-    // two threads ever write the same element, and each element's contributions are summed in
-    // RoI order, bin order: the result does not depend on the thread count.
+    // Each element's contributions are summed in RoI order, then bin order, whatever the band
+    // layout: the result does not depend on the thread count.
     auto work = [&](int64_t begin, int64_t end) {
       for (int64_t unit = begin; unit < end; ++unit) {
-        const int64_t n = unit / blocks;
-        const int64_t c0 = (unit % blocks) * block, c1 = std::min(channels, c0 + block);
+        const int64_t n = bands.Image(unit);
+        const int64_t row0 = bands.RowBegin(unit), row1 = bands.RowEnd(unit);
         T* image = gin + n * cells * channels;
-        for (int64_t pos = 0; pos < cells; ++pos) {
-          std::fill(image + pos * channels + c0, image + pos * channels + c1, T(0));
-        }
+        std::fill(image + row0 * width * channels, image + row1 * width * channels, T(0));
+        // Flat positions h * W + w of this band's cells.
+        const int64_t pos0 = row0 * width, pos1 = row1 * width;
         for (int64_t r = groups.offset[n]; r < groups.offset[n + 1]; ++r) {
-          const int64_t first_out = groups.order[r] * bins * channels;
-          for (int64_t b = 0; b < bins; ++b) {
-            const int32_t* a = arg + first_out + b * channels;
-            const T* gb = g + first_out + b * channels;
-            for (int64_t c = c0; c < c1; ++c) {
-              const int64_t pos = a[c];
-              if (pos < 0 || pos >= cells) {
-                // -1 marks an empty bin; anything else out of range is corrupt input: never
-                // write out of bounds, report after the parallel loop.
-                if (pos != -1) bad_argmax.store(true, std::memory_order_relaxed);
-                continue;
+          const int64_t k = groups.order[r];
+          const RoiPoolBox<T> box(roi_data + k * kRoiColumns, scale, pooled_height_,
+                                  pooled_width_);
+          for (int64_t i = 0; i < pooled_height_; ++i) {
+            const BinRange rows = box.Bin(i, 0, height, width);
+            if (rows.h1 <= row0 || rows.h0 >= row1) continue;  // bin row outside the band
+            const int64_t first = (k * pooled_height_ + i) * pooled_width_ * channels;
+            bool bad = false;
+            for (int64_t j = 0; j < pooled_width_; ++j) {
+              const int32_t* a = arg + first + j * channels;
+              const T* gb = g + first + j * channels;
+              for (int64_t c = 0; c < channels; ++c) {
+                const int64_t pos = a[c];
+                if (pos >= pos0 && pos < pos1) {
+                  image[pos * channels + c] += gb[c];
+                } else {
+                  // -1 marks an empty bin; other positions belong to other bands. Anything
+                  // outside [-1, H * W) is corrupt input: never written, reported below.
+                  bad |= pos < -1 || pos >= cells;
+                }
               }
-              image[pos * channels + c] += gb[c];
             }
+            if (bad) bad_argmax.store(true, std::memory_order_relaxed);
           }
         }
       }
     };
-    const int64_t rois_per_image = (num_rois + batch - 1) / batch;
-    ParallelFor(context, batch * blocks, cells * block + rois_per_image * bins * block * 3 + 100,
+    // Rough cost: zeroing the band, plus the share of the image's bins that meet the band.
+    const int64_t bins_per_image = (num_rois + batch - 1) / batch * pooled_height_ * pooled_width_;
+    ParallelFor(context, batch * bands.bands_per_image,
+                bands.rows_per_band * width * channels +
+                    bins_per_image * channels * 4 / bands.bands_per_image + 100,
                 work);
     OP_REQUIRES(context, !bad_argmax.load(),
                 absl::InvalidArgumentError(

@@ -6,8 +6,10 @@
 // first maximum in row-major scan order, h then w), or -1 for an empty bin. It is returned so the
 // gradient op can route gradients without recomputing the maxima.
 //
-// RcnnZooRoiPoolGrad(features, rois, argmax, grad [K, ph, pw, C]) -> d features [N, H, W, C]
-// `features` is only read for its shape; rois supply the batch index of each RoI.
+// RcnnZooRoiPoolGrad(features, rois, spatial_scale, argmax, grad [K, ph, pw, C])
+//   -> d features [N, H, W, C]
+// `features` is only read for its shape; rois and spatial_scale give each bin's rows, which the
+// kernel uses to shard the work (see RowBands). argmax must be the forward op's.
 
 #include "roi_common.h"
 #include "tensorflow/core/framework/op.h"
@@ -35,12 +37,13 @@ absl::Status RoiPoolShape(InferenceContext* c) {
 absl::Status RoiPoolGradShape(InferenceContext* c) {
   DimensionHandle num_rois, channels;
   TF_RETURN_IF_ERROR(RoiInputShapes(c, &num_rois, &channels));
+  TF_RETURN_IF_ERROR(ScalarInputShape(c, 2));
   int64_t pooled_height, pooled_width;
   TF_RETURN_IF_ERROR(c->GetAttr("pooled_height", &pooled_height));
   TF_RETURN_IF_ERROR(c->GetAttr("pooled_width", &pooled_width));
-  // argmax (input 2) and grad (input 3) both have the forward output's shape.
-  TF_RETURN_IF_ERROR(GradInputShape(c, 2, num_rois, pooled_height, pooled_width, channels));
-  return GradInputShape(c, 3, num_rois, pooled_height, pooled_width, channels);
+  // argmax (input 3) and grad (input 4) both have the forward output's shape.
+  TF_RETURN_IF_ERROR(GradInputShape(c, 3, num_rois, pooled_height, pooled_width, channels));
+  return GradInputShape(c, 4, num_rois, pooled_height, pooled_width, channels);
 }
 
 }  // namespace
@@ -59,6 +62,7 @@ REGISTER_OP("RcnnZooRoiPool")
 REGISTER_OP("RcnnZooRoiPoolGrad")
     .Input("features: T")
     .Input("rois: T")
+    .Input("spatial_scale: T")
     .Input("argmax: int32")
     .Input("grad: T")
     .Output("grad_features: T")

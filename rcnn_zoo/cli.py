@@ -2,7 +2,7 @@
 
     rcnn-zoo demo
     rcnn-zoo train --data ../shared/datasets/raccoon --format voc --split train --val-split test \\
-        --backbone tiny --epochs 60 --output-dir runs/raccoon
+        --backbone tiny --epochs 80 --random-crop 0.5 --zoom-out 1.5 --jitter --output-dir runs/raccoon
     rcnn-zoo evaluate --model runs/raccoon/best.keras --data ../shared/datasets/raccoon --split test
     rcnn-zoo predict --model runs/raccoon/best.keras --images photos/ --output-dir detections
     rcnn-zoo export --model runs/raccoon/best.keras --output serving/raccoon/1
@@ -43,8 +43,11 @@ FORMATS = ("voc", "coco")
 METRICS = ("voc", "voc07", "coco")
 EXPORT_INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "float_image_tensor")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-# Backbones whose own default is "keep the input size" get these sizes from the CLI instead.
-CLI_IMAGE_SIZES = {"tiny": (320, 512)}
+# Backbones whose own default is "keep the input size" (tiny: made for 128-px test pictures) get
+# these image sizes and anchors from the CLI instead: photos need resizing, and anchors that match
+# the objects of photos resized so.
+CLI_IMAGE_SIZES = {"tiny": (256, 416)}
+CLI_ANCHOR_SIZES = {"tiny": (32, 64, 128, 256)}
 EXIT_USAGE = 2
 
 
@@ -350,6 +353,8 @@ def build_detector(num_classes, class_names, backbone="tiny", image_min_size=Non
         kwargs.setdefault("image_min_size", image_min_size)
     if image_max_size is not None:
         kwargs.setdefault("image_max_size", image_max_size)
+    if not anchor_sizes and "anchor_sizes" not in kwargs:
+        anchor_sizes = CLI_ANCHOR_SIZES.get(backbone)
     if anchor_sizes:
         sizes = [float(s) for s in anchor_sizes]
         fpn = backbone.endswith("_fpn")
@@ -376,48 +381,18 @@ def load_model(path, compile=False):
         raise CLIError(f"cannot load model {path}: {type(error).__name__}: {error}") from error
 
 
-def _registry_entry(name):
-    """``weights/registry.json`` entry of a named weight (through ``rcnn_zoo.weights`` when it
-    offers the registry, else the file of a source checkout)."""
-    registry = None
-    try:
-        from rcnn_zoo import weights as weights_module  # noqa: PLC0415
-    except ImportError:
-        weights_module = None
-    for attribute in ("load_registry", "read_registry", "registry"):
-        candidate = getattr(weights_module, attribute, None)
-        if callable(candidate):
-            registry = candidate()
-            break
-        if isinstance(candidate, dict):
-            registry = candidate
-            break
-    if registry is None:
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "registry.json")
-        if not os.path.isfile(path):
-            raise CLIError("no weights registry found (weights/registry.json)")
-        with open(path, encoding="utf-8") as handle:
-            registry = json.load(handle)
-    entries = registry.get("weights", registry)
-    if name not in entries:
-        raise CLIError(f"unknown weights {name!r}; registered: {', '.join(sorted(entries))}")
-    return entries[name]
-
-
 def model_from_weights_name(name):
-    """``FasterRCNN`` built as the registry describes ``name`` and loaded with those weights."""
-    import rcnn_zoo  # noqa: PLC0415
-
-    entry = _registry_entry(name)
-    kwargs = dict(entry.get("model", {}))
-    if entry.get("class_names"):
-        kwargs.setdefault("class_names", entry["class_names"])
+    """The detector a registered weight name describes, weights loaded
+    (:func:`rcnn_zoo.weights.build_pretrained`)."""
     try:
-        return rcnn_zoo.FasterRCNN(weights=name, **kwargs)
+        from rcnn_zoo.weights import build_pretrained  # noqa: PLC0415
     except ImportError as error:
         raise CLIError(f"named weights need rcnn_zoo.weights, which is not available ({error})") from error
-    except (OSError, ValueError, RuntimeError) as error:
-        raise CLIError(f"cannot load weights {name!r}: {error}") from error
+    try:
+        return build_pretrained(name)
+    except (OSError, ValueError, RuntimeError) as error:  # unknown name, download, hash, mismatch
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CLIError(f"cannot load weights {name!r}: {message}") from error
 
 
 # ==========================================================================================
@@ -1027,10 +1002,28 @@ def _run_demo(args):
     return 0
 
 
+def _given_options(parser, argv):
+    """``dest`` of every option of ``parser`` that appears in ``argv``."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(token == option or token.startswith(option + "=") for token in argv):
+                given.add(action.dest)
+    return given
+
+
 def _run_train(args):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    train(config)
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    previous = os.path.join(args.output_dir, "config.json")
+    if args.resume and os.path.isfile(previous):
+        # Options not given again keep the first run's values.
+        with open(previous, encoding="utf-8") as handle:
+            earlier = json.load(handle).get("arguments", {})
+        given = _given_options(args._train_parser, args._argv)
+        values.update({k: v for k, v in earlier.items() if k in fields and k not in given
+                       and k not in ("resume", "output_dir")})
+    train(TrainConfig(**values))
     return 0
 
 
@@ -1125,7 +1118,7 @@ def build_parser():
         "format data, evaluate mAP, draw detections, export for TF Serving.",
         epilog="examples:\n"
         "  rcnn-zoo demo\n"
-        "  rcnn-zoo train --data ../shared/datasets/raccoon --val-split test --epochs 60 --output-dir runs/raccoon\n"
+        "  rcnn-zoo train --data ../shared/datasets/raccoon --val-split test --epochs 80 --output-dir runs/raccoon\n"
         "  rcnn-zoo evaluate --model runs/raccoon/best.keras --data ../shared/datasets/raccoon --split test\n"
         "  rcnn-zoo predict --model runs/raccoon/best.keras --images photos/ --output-dir detections\n"
         "  rcnn-zoo <command> --help    (every command explains its options)",
@@ -1158,13 +1151,14 @@ def build_parser():
         "Interrupted? Run the same command again: it continues from the last finished epoch "
         "(backup/ in the output folder). Finished, and want more epochs? Add --resume and a "
         "larger --epochs: training continues from last.keras, its optimizer state included, "
-        "and the cosine learning-rate curve is stretched to the new length.",
+        "with the options of the first run (config.json) except those given again, and the "
+        "cosine learning-rate curve is stretched to the new length.",
         "  # a VOC-style folder (images/, annotations/, train.txt, test.txt), small CPU model\n"
         "  rcnn-zoo train --data ../shared/datasets/raccoon --format voc --split train --val-split test \\\n"
-        "      --backbone tiny --epochs 60 --batch-size 4 --output-dir runs/raccoon\n"
-        "  # the same run, 30 more epochs\n"
-        "  rcnn-zoo train --data ../shared/datasets/raccoon --val-split test --epochs 90 \\\n"
-        "      --output-dir runs/raccoon --resume\n"
+        "      --backbone tiny --epochs 80 --random-crop 0.5 --zoom-out 1.5 --jitter --val-every 5 \\\n"
+        "      --output-dir runs/raccoon\n"
+        "  # the same run, 40 more epochs (options not given are taken from runs/raccoon/config.json)\n"
+        "  rcnn-zoo train --output-dir runs/raccoon --resume --epochs 120\n"
         "  # COCO format\n"
         "  rcnn-zoo train --format coco --annotations train.json --images train/ \\\n"
         "      --val-annotations val.json --val-images val/ --backbone resnet50_fpn --output-dir runs/coco\n",
@@ -1188,7 +1182,8 @@ def build_parser():
                        f"{CLI_IMAGE_SIZES['tiny'][1]})")
     group.add_argument("--anchor-sizes", type=float, nargs="+", default=None, metavar="PX",
                        help="anchor sizes in pixels of the resized image (single-level backbones: all "
-                       "on one level; FPN: one per level). Match them to your objects")
+                       "on one level; FPN: one per level). Match them to your objects (default: the "
+                       f"backbone's; tiny: {' '.join(map(str, CLI_ANCHOR_SIZES['tiny']))})")
     group.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE",
                        help="any other FasterRCNN argument, value as JSON, e.g. rpn_post_nms_top_n_test=50 "
                        "or roi_head_dim=256 (repeatable)")
@@ -1219,7 +1214,7 @@ def build_parser():
     group.add_argument("--resume", action="store_true", help="continue a finished run from last.keras")
     group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose,
                        help="Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
-    train_parser.set_defaults(func=_run_train)
+    train_parser.set_defaults(func=_run_train, _train_parser=train_parser)
 
     # evaluate
     evaluate = _subparser(
@@ -1302,7 +1297,9 @@ def _error(message):
 def main(argv=None):
     """Entry point of the ``rcnn-zoo`` console script; returns the exit code."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
+    args._argv = argv
     debug = getattr(args, "debug", False)
     try:
         code = args.func(args)

@@ -60,7 +60,6 @@ GENERIC_DEFAULTS = {"warp_size": 227, "fc_dim": 4096, "fc_dropout": 0.5, "region
 # lambda = 1000 are tuned for that scale.
 FEATURE_NORM = 20.0
 SVM_HARD_THRESHOLD = -1.0 - 1e-4  # a negative scoring above this violates the margin
-SVM_EASY_THRESHOLD = -1.05  # cached negatives scoring below this are evicted
 
 
 def mean_pixel(mode):
@@ -86,7 +85,7 @@ def context_boxes(boxes, warp_size, context_padding):
     pixels and exactly ``p`` pixels of context on every side (appendix A, "warp" with
     ``p = 16``). Width and height scale independently (the paper's anisotropic warp).
     """
-    factor = float(warp_size) / (float(warp_size) - 2.0 * float(context_padding))
+    factor = float(warp_size) / (float(warp_size) - float(context_padding))
     cx = 0.5 * (boxes[..., 0] + boxes[..., 2])
     cy = 0.5 * (boxes[..., 1] + boxes[..., 3])
     half_w = 0.5 * factor * (boxes[..., 2] - boxes[..., 0])
@@ -121,15 +120,29 @@ def warp_regions(images, boxes, box_indices, warp_size, context_padding=16, fill
     the box corners it is given, so the normalised corners are those of the first and last
     sample centres, in a copy of the image with one replicated edge pixel on every side.
     """
+    return warp_padded(pad_for_warp(images, fill_value), boxes, box_indices, warp_size,
+                       context_padding, fill_value, image_sizes)
+
+
+def pad_for_warp(images, fill_value=0.0):
+    """``images − fill_value`` with one replicated edge pixel on every side, float32
+    ``[B, H+2, W+2, 3]``: what :func:`warp_padded` samples. Computing it once per image set
+    saves redoing it for every batch of regions."""
+    fill = tf.reshape(tf.cast(tf.broadcast_to(fill_value, [3]), tf.float32), [1, 1, 1, 3])
+    return tf.pad(tf.cast(images, tf.float32) - fill, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+
+
+def warp_padded(padded, boxes, box_indices, warp_size, context_padding=16, fill_value=0.0,
+                image_sizes=None):
+    """:func:`warp_regions` on images already prepared by :func:`pad_for_warp`."""
     warp_size = int(warp_size)
     if not 0 <= context_padding < warp_size / 2:
         raise ValueError(f"context_padding must be in [0, warp_size/2), got {context_padding}")
-    images = tf.cast(images, tf.float32)
     boxes = tf.cast(boxes, tf.float32)
     box_indices = tf.cast(box_indices, tf.int32)
     fill = tf.reshape(tf.cast(tf.broadcast_to(fill_value, [3]), tf.float32), [1, 1, 1, 3])
-    shape = tf.shape(images)
-    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    shape = tf.shape(padded)
+    height, width = tf.cast(shape[1] - 2, tf.float32), tf.cast(shape[2] - 2, tf.float32)
     if image_sizes is None:
         limits_h = tf.fill(tf.shape(box_indices), height)
         limits_w = tf.fill(tf.shape(box_indices), width)
@@ -146,7 +159,6 @@ def warp_regions(images, boxes, box_indices, warp_size, context_padding=16, fill
 
     # Continuous x lies at index x − ½ of the image, x + ½ of the edge-padded copy, whose
     # index range [0, W + 1] crop_and_resize normalises by W + 1.
-    padded = tf.pad(images - fill, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     normalised = tf.stack(
         [
             (ys[:, 0] + 0.5) / (height + 1.0),
@@ -508,6 +520,11 @@ class RCNN(keras.Model):
         return warp_regions(images, boxes, box_indices, self.warp_size, self.context_padding,
                             self.fill_pixel, image_sizes)
 
+    def _warp_padded(self, padded, boxes, box_indices, image_sizes=None):
+        """:meth:`warp` on images prepared once by :func:`pad_for_warp`."""
+        return warp_padded(padded, boxes, box_indices, self.warp_size, self.context_padding,
+                           self.fill_pixel, image_sizes)
+
     def region_features(self, regions, training=False):
         """Warped regions ``[K,S,S,3]`` raw pixels → ``(pool5 [K,P], fc7 [K,F])`` float32."""
         x = preprocessing.normalize(tf.cast(regions, tf.float32), self.preprocessing)
@@ -532,7 +549,10 @@ class RCNN(keras.Model):
 
     def score_regions(self, images, boxes, box_indices, image_sizes=None):
         """Boxes ``[K,4]`` xyxy of ``images [B,H,W,3]`` → ``(scores [K,C], deltas [K,C,4])``."""
-        pool5, fc7 = self.region_features(self.warp(images, boxes, box_indices, image_sizes))
+        return self._score_padded(pad_for_warp(images, self.fill_pixel), boxes, box_indices, image_sizes)
+
+    def _score_padded(self, padded, boxes, box_indices, image_sizes=None):
+        pool5, fc7 = self.region_features(self._warp_padded(padded, boxes, box_indices, image_sizes))
         return self.classify(fc7), self.regress(pool5)
 
     def postprocess(self, proposals, scores, deltas, height, width):
@@ -613,12 +633,13 @@ class RCNN(keras.Model):
             box_spec = tf.TensorSpec([None, 4], tf.float32)
             index_spec = tf.TensorSpec([None], tf.int32)
             size_spec = tf.TensorSpec([None, 2], tf.int32)
+            # Images come prepared by pad_for_warp (once per image set, not per chunk).
             if name == "score":
-                fn = tf.function(self.score_regions, input_signature=[image_spec, box_spec, index_spec, size_spec])
+                fn = tf.function(self._score_padded, input_signature=[image_spec, box_spec, index_spec, size_spec])
             elif name == "features":
                 fn = tf.function(
-                    lambda images, boxes, indices, sizes: self.region_features(
-                        self.warp(images, boxes, indices, sizes)
+                    lambda padded, boxes, indices, sizes: self.region_features(
+                        self._warp_padded(padded, boxes, indices, sizes)
                     ),
                     input_signature=[image_spec, box_spec, index_spec, size_spec],
                 )
@@ -692,14 +713,14 @@ class RCNN(keras.Model):
 
     def _detect_image(self, image, boxes, chunk):
         """One image ``[H,W,3]`` and its proposals ``[R,4]`` xyxy → detections (NumPy)."""
-        image = tf.constant(np.asarray(image, np.float32)[None])
-        height, width = image.shape[1], image.shape[2]
+        height, width = image.shape[0], image.shape[1]
+        padded = pad_for_warp(np.asarray(image, np.float32)[None], self.fill_pixel)
         sizes = tf.constant([[height, width]], tf.int32)
         score_fn = self._function("score")
         scores, deltas = [], []
         for start in range(0, len(boxes), chunk):
             part = tf.constant(boxes[start:start + chunk], tf.float32)
-            s, d = score_fn(image, part, tf.zeros([tf.shape(part)[0]], tf.int32), sizes)
+            s, d = score_fn(padded, part, tf.zeros([tf.shape(part)[0]], tf.int32), sizes)
             scores.append(s)
             deltas.append(d)
         if not scores:  # no proposal: nothing to detect
@@ -785,7 +806,7 @@ class RCNN(keras.Model):
             num_fg = batch_size
         head_labels = np.zeros(len(regions), np.int32)
         head_labels[foreground] = regions.matched_label[foreground] + 1
-        images = tf.constant(regions.images)
+        padded = pad_for_warp(regions.images, self.fill_pixel)
         sizes = tf.constant(regions.image_sizes)
         boxes = tf.constant(regions.boxes, tf.float32)
         image_index = tf.constant(regions.image_index)
@@ -804,7 +825,7 @@ class RCNN(keras.Model):
             picked = tf.concat(
                 [draw(foreground, num_fg, seed_pair), draw(background, num_bg, seed_pair + 1)], 0
             )
-            warped = self.warp(images, tf.gather(boxes, picked), tf.gather(image_index, picked), sizes)
+            warped = self._warp_padded(padded, tf.gather(boxes, picked), tf.gather(image_index, picked), sizes)
             return warped, tf.gather(head_labels, picked)
 
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -815,7 +836,7 @@ class RCNN(keras.Model):
         """``(pool5 [n,P], fc7 [n,F])`` NumPy features of ``regions`` (rows ``indices``)."""
         indices = np.arange(len(regions)) if indices is None else np.asarray(indices)
         chunk = int(region_batch_size or self.region_batch_size)
-        images = tf.constant(regions.images, tf.float32)
+        padded = pad_for_warp(regions.images, self.fill_pixel)
         sizes = tf.constant(regions.image_sizes, tf.int32)
         features_fn = self._function("features")
         pool5 = np.zeros((len(indices), int(np.prod(self.pool5_shape))), np.float32)
@@ -823,7 +844,7 @@ class RCNN(keras.Model):
         for start in range(0, len(indices), chunk):
             rows = indices[start:start + chunk]
             p, f = features_fn(
-                images, tf.constant(regions.boxes[rows], tf.float32),
+                padded, tf.constant(regions.boxes[rows], tf.float32),
                 tf.constant(regions.image_index[rows], tf.int32), sizes,
             )
             pool5[start:start + len(rows)] = p.numpy()
@@ -903,14 +924,18 @@ class RCNN(keras.Model):
         weights at the end).
 
         Mining: every class starts from ``initial_negatives`` random negatives; after each fit
-        all regions are scored, cached negatives scoring below −1.05 are evicted and up to
-        ``hard_negatives_per_round`` of the highest-scoring uncached negatives above −1 − 1e-4
-        are added (:func:`mine_hard_negatives`); then the SVMs are fitted again. ``rounds`` is
-        the number of mining rounds (stops early when none is found).
+        all regions are scored and up to ``hard_negatives_per_round`` of the highest-scoring
+        uncached negatives above −1 − 1e-4 join the class's cache (:func:`mine_hard_negatives`);
+        then the SVMs are fitted again, continuing from their weights. ``rounds`` is the number
+        of mining rounds (stops early when none is found). Unlike the original code, easy
+        negatives (below −1.05) are never evicted: the features are in memory anyway, and
+        eviction can empty a class's cache, after which its SVM, fitted on positives alone,
+        drifts to accept everything.
 
         Returns:
-            ``{"histories": [History per fit], "hard_negatives_added": [[per class] per
-            round], "cache_sizes": [[per class] per fit]}``.
+            ``{"histories": [History per fit], "mined": [[indices per class] per round] (into
+            ``regions``, hardest first), "hard_negatives_added": [[count per class] per
+            round], "cache_sizes": [[per class] per fit], "negative_cache": [K, C] bool}``.
         """
         labels = svm_labels(regions, negative_iou)
         positive, negative = labels > 0, labels < 0
@@ -924,17 +949,19 @@ class RCNN(keras.Model):
             cached[rng.choice(pool, min(len(pool), int(initial_negatives)), replace=False), c] = True
         self.svm.kernel.assign(tf.zeros_like(self.svm.kernel))
         self.svm.bias.assign(tf.zeros_like(self.svm.bias))
-        log = {"histories": [], "hard_negatives_added": [], "cache_sizes": []}
+        log = {"histories": [], "mined": [], "hard_negatives_added": [], "cache_sizes": []}
         for round_index in range(int(rounds) + 1):
             if round_index > 0:
                 scores = features @ self.svm.kernel.numpy() + self.svm.bias.numpy()
-                cached &= ~(scores < SVM_EASY_THRESHOLD)
-                added = []
-                for c in range(self.num_classes):
-                    new = mine_hard_negatives(scores[:, c], negative[:, c], cached[:, c],
-                                              hard_negatives_per_round)
+                mined = [
+                    mine_hard_negatives(scores[:, c], negative[:, c], cached[:, c],
+                                        hard_negatives_per_round)
+                    for c in range(self.num_classes)
+                ]
+                added = [len(new) for new in mined]
+                for c, new in enumerate(mined):
                     cached[new, c] = True
-                    added.append(len(new))
+                log["mined"].append(mined)
                 log["hard_negatives_added"].append(added)
                 if verbose:
                     print(f"SVM round {round_index}: hard negatives added per class {added}")
@@ -953,6 +980,7 @@ class RCNN(keras.Model):
             log["histories"].append(stage.fit(dataset, epochs=epochs_per_round, verbose=verbose))
             log["cache_sizes"].append(cached.sum(axis=0).tolist())
         self.svm.kernel.assign(self.svm.kernel * scale)
+        log["negative_cache"] = cached
         return log
 
     def train_box_regressors(self, regions, min_iou=0.6, ridge_lambda=1000.0, epochs=50,

@@ -116,10 +116,11 @@ def compiled_ps_roi_pool(module, features, rois, group_size, output_dim, spatial
 
 @tf.RegisterGradient("RcnnZooRoiPool")
 def _roi_pool_grad(op, grad, _argmax_grad):
-    features, rois, _ = op.inputs
+    features, rois, spatial_scale = op.inputs
     grad_features = _module_for_gradient().rcnn_zoo_roi_pool_grad(
         features,
         rois,
+        spatial_scale,
         op.outputs[1],
         grad,
         pooled_height=op.get_attr("pooled_height"),

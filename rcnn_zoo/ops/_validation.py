@@ -42,14 +42,15 @@ def pair(value, name, op_name):
 
 
 def scale(value, op_name):
-    """``spatial_scale`` as a python float, rounded through float32 like the kernels' attr."""
+    """``spatial_scale`` as a python float (both implementations take it in the features' dtype,
+    so float64 calls use the exact value)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{op_name}: spatial_scale must be a number, got {value!r}") from None
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{op_name}: spatial_scale must be positive and finite, got {value!r}")
-    return float(np.float32(value))
+    return value
 
 
 def select_module(impl, op_name):
@@ -130,74 +131,69 @@ def channel_message(group_size, output_dim, op_name):
     )
 
 
-def _deps(ops):
-    return [op for op in ops if op is not None]
-
-
 def runtime_checks(features, rois, op_name, group_size=None, output_dim=None):
-    """``(features, rois)`` that only exist once every check passed (for the fallbacks)."""
-    checks = _deps(
-        [
-            tf.debugging.assert_rank(
-                features, 4, message=f"{op_name}: features must have rank 4 [N, H, W, C]"
-            ),
-            tf.debugging.assert_rank(rois, 2, message=f"{op_name}: rois must have rank 2 [K, 5]"),
-        ]
-    )
+    """``(features, rois)`` that only exist once every check passed (for the fallbacks).
+
+    Each check asserts only once the earlier ones hold, so the first problem is the one
+    reported. Nothing here can fail on a bad shape before its assertion does: shapes are read
+    padded, and the tensors handed on pass through a ``tf.cond`` that substitutes empty
+    stand-ins when a shape is wrong. (Grappler folds ops with the shapes of the actual call, so
+    an ``rois[:, 0]`` on a rank-1 tensor would otherwise fail first, with a cryptic message.)
+    """
+    dtype = rois.dtype
+
+    def padded(shape, n):
+        return tf.concat([shape, tf.zeros([n], tf.int32)], 0)[:n]
+
+    features_shape, rois_shape = tf.shape(features), tf.shape(rois)
+    features_rank, rois_rank = tf.size(features_shape), tf.size(rois_shape)
+    features_shape, rois_shape = padded(features_shape, 4), padded(rois_shape, 2)
+    ok = tf.constant(True)
+    checks = []
+
+    def check(condition, data):
+        nonlocal ok
+        checks.append(tf.debugging.Assert(~ok | condition, data, summarize=8))
+        ok = ok & condition
+
+    check(tf.equal(features_rank, 4),
+          [f"{op_name}: features must have rank 4 [N, H, W, C] (channels-last); got rank",
+           features_rank])
+    check(tf.equal(rois_rank, 2),
+          [f"{op_name}: rois must have rank 2 [K, 5]; got rank", rois_rank])
+    check(tf.equal(rois_shape[1], 5),
+          [f"{op_name}: rois must have 5 columns (batch_index, x1, y1, x2, y2); got shape",
+           rois_shape])
+    if group_size is not None:
+        channels = features_shape[3]
+        check(tf.equal(channels, group_size * group_size * output_dim),
+              [f"{op_name}: features channels not divisible as required: C must equal "
+               "group_size² · output_dim; got C =", channels, "group_size =", group_size,
+               "output_dim =", output_dim])
+    shapes_ok = ok
+    table = tf.cond(shapes_ok, lambda: tf.reshape(rois, [-1, 5]), lambda: tf.zeros([0, 5], dtype))
+    row = tf.range(tf.shape(table)[0])
+    finite = tf.reduce_all(tf.math.is_finite(table), axis=1)
+    check(tf.reduce_all(finite),
+          [f"{op_name}: non-finite value (NaN or inf) in rois: every coordinate and batch index "
+           "must be finite; first bad RoI row:", tf.boolean_mask(row, ~finite)[:1]])
+    batch_index = table[:, 0]
+    in_range = (tf.equal(batch_index, tf.floor(batch_index)) & (batch_index >= 0)
+                & (batch_index < tf.cast(features_shape[0], dtype)))
+    check(tf.reduce_all(in_range),
+          [f"{op_name}: rois batch index out of range: column 0 must be an integer in [0, N) "
+           "with N = features.shape[0] =", features_shape[0], "; first bad RoI (row, value):",
+           tf.boolean_mask(row, ~in_range)[:1], tf.boolean_mask(batch_index, ~in_range)[:1]])
+
     with tf.control_dependencies(checks):
-        features = tf.ensure_shape(tf.identity(features), [None, None, None, None])
-        rois = tf.ensure_shape(tf.identity(rois), [None, None])
-        features_shape = tf.shape(features)
-        rois_shape = tf.shape(rois)
-        checks = [
-            tf.debugging.Assert(
-                tf.equal(rois_shape[1], 5),
-                [f"{op_name}: rois must have 5 columns (batch_index, x1, y1, x2, y2); got shape",
-                 rois_shape],
-            )
-        ]
-        if group_size is not None:
-            channels = features_shape[3]
-            checks.append(
-                tf.debugging.Assert(
-                    tf.equal(channels, group_size * group_size * output_dim),
-                    [f"{op_name}: features channels not divisible as required: C must equal "
-                     "group_size² · output_dim; got C =", channels, "group_size =", group_size,
-                     "output_dim =", output_dim],
-                )
-            )
-    with tf.control_dependencies(checks):
-        batch_index = rois[:, 0]
-        coordinates = rois[:, 1:]
-        num_images = tf.cast(features_shape[0], rois.dtype)
-        row = tf.range(rois_shape[0])
-        is_integer = tf.equal(batch_index, tf.floor(batch_index))
-        in_range = is_integer & (batch_index >= 0) & (batch_index < num_images)
-        finite = tf.reduce_all(tf.math.is_finite(coordinates), axis=1)
-        checks = [
-            tf.debugging.Assert(
-                tf.reduce_all(in_range),
-                [
-                    f"{op_name}: rois batch index out of range: column 0 must be an integer in "
-                    "[0, N) with N = features.shape[0] =",
-                    features_shape[0],
-                    "; first bad RoI (row, value):",
-                    tf.boolean_mask(row, ~in_range)[:1],
-                    tf.boolean_mask(batch_index, ~in_range)[:1],
-                ],
-            ),
-            tf.debugging.Assert(
-                tf.reduce_all(finite),
-                [
-                    f"{op_name}: non-finite coordinate (NaN or inf) in rois; first bad RoI row:",
-                    tf.boolean_mask(row, ~finite)[:1],
-                ],
-            ),
-        ]
-    with tf.control_dependencies(checks):
-        # The fallbacks are traced with unknown ranks (one trace per configuration and dtype);
-        # from here on the shapes are known to be [N, H, W, C] and [K, 5].
-        return tf.identity(features), tf.ensure_shape(tf.identity(rois), [None, 5])
+        # The fallbacks are traced with unknown ranks (one trace per dtype); from here on the
+        # shapes are [N, H, W, C] and [K, 5].
+        features = tf.cond(shapes_ok, lambda: tf.identity(features),
+                           lambda: tf.zeros([0, 0, 0, 0], features.dtype))
+        rois = tf.identity(table)
+    features.set_shape([None, None, None, None])
+    rois.set_shape([None, 5])
+    return features, rois
 
 
 def set_output_shape(output, features, rois, height, width, channels=None):

@@ -21,7 +21,6 @@ import tensorflow as tf
 from rcnn_zoo.ops import _validation
 
 _OP = "ps_roi_pool"
-_INT_LIMIT = float(1 << 29)
 
 
 def ps_roi_pool(features, rois, group_size=7, output_dim=21, spatial_scale=1.0 / 16, impl=None):
@@ -80,8 +79,9 @@ def _forward(features, rois, group_size, output_dim, scale):
     height, width, channels = shape[1], shape[2], shape[3]
 
     s = scale
-    rounded = tf.clip_by_value(_validation.round_half_away(rois[:, 1:]), -_INT_LIMIT, _INT_LIMIT)
-    x1, y1, x2, y2 = tf.unstack(rounded, axis=1)
+    # Everything stays in floating point until the bin edges are clipped to the map, so any
+    # finite coordinate works.
+    x1, y1, x2, y2 = tf.unstack(_validation.round_half_away(rois[:, 1:]), axis=1)
     x1, y1 = x1 * s, y1 * s
     x2, y2 = (x2 + 1) * s, (y2 + 1) * s
     tenth = tf.constant(0.1, dtype)

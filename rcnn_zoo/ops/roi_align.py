@@ -19,6 +19,7 @@ map, with no cap on the adaptive grid).
 """
 
 import functools
+import numbers
 
 import tensorflow as tf
 
@@ -27,6 +28,8 @@ from rcnn_zoo.ops.roi_pool import chunk_loop, empty_outputs_array
 
 _OP = "roi_align"
 
+# Corners beyond ±2^28 feature pixels are clipped there (keeps every int32 cast and float32
+# product in range; no real feature map comes near).
 _LIMIT = float(1 << 28)
 
 
@@ -56,16 +59,9 @@ def roi_align(
     """
     ph, pw = _validation.pair(pool_size, "pool_size", _OP)
     scale = _validation.scale(spatial_scale, _OP)
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
-        try:
-            if int(sampling_ratio) != sampling_ratio:
-                raise ValueError
-            sampling_ratio = int(sampling_ratio)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{_OP}: sampling_ratio must be an integer, got {sampling_ratio!r}"
-            ) from None
-    sampling_ratio = max(int(sampling_ratio), 0)
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, numbers.Integral):
+        raise ValueError(f"{_OP}: sampling_ratio must be an integer, got {sampling_ratio!r}")
+    sampling_ratio = int(sampling_ratio)
     aligned = bool(aligned)
     module = _validation.select_module(impl, _OP)
     features, rois, dtype = _validation.prepare(features, rois, _OP)
@@ -138,7 +134,8 @@ def _weights(start, bin_size, grid, origin, span, size, pooled):
     # Same operation order as the kernels: (y1 + i·bin) + ((iy + .5)·bin) / grid.
     y = base[:, :, None] + ((tf.cast(sample, dtype) + 0.5) * bin_size[:, None, None]) / grid_f
     size_f = tf.cast(size, dtype)
-    valid = (sample < stop[:, :, None]) & (y >= -1) & (y <= size_f)
+    valid = (sample < stop[:, :, None]) & (sample < grid[:, None, None])
+    valid &= (y >= -1) & (y <= size_f)
     y = tf.clip_by_value(y, 0, size_f)
     low = tf.cast(tf.floor(y), tf.int32)
     at_end = low >= size - 1

@@ -7,12 +7,17 @@ and clipped to ``[0, H)`` (likewise columns). The output is the maximum over the
 empty bin; the gradient goes to the first maximum in row-major order.
 
 The pure-TF fallback (stock ops only, so exported graphs run in stock TF Serving) never builds
-a ``[K, H, W, C]`` tensor. RoIs are sorted by size and processed in chunks whose largest tensor
-stays under a fixed budget; within a chunk the maximum is separable: first over the columns of
-each bin for every row the RoI spans (a loop over the column offset inside a bin, keeping the
-running max and its offset), then over the rows of each bin. Scanning columns first and taking
-a strictly greater value only gives the first maximum in row-major order, which is where the
-custom gradient sends ``dy``.
+a ``[K, H, W, C]`` tensor. The maximum is separable:
+
+- columns: a sparse table along the width (level ``q`` = max over ``2^q`` columns, as many levels
+  as the widest bin needs) gives the max of any column bin from two overlapping blocks, for every
+  row a RoI spans;
+- rows: a running max over the row offset inside each bin.
+
+RoIs are sorted by the number of rows they span and processed in chunks whose largest tensor
+stays under ``CHUNK_BUDGET``. The custom gradient recomputes the same with argmax tracking
+(left block and earlier row win ties, which is the first maximum in row-major order) and adds
+``dy`` there; the forward pass, which exported models run, tracks values only.
 """
 
 import functools
@@ -23,8 +28,8 @@ from rcnn_zoo.ops import _validation
 
 _OP = "roi_pool"
 
-# Largest number of elements of a chunk's biggest tensor (about 16 MB in float32).
-CHUNK_BUDGET = 1 << 22
+# Largest number of elements of a chunk's biggest tensor (8 MB in float32).
+CHUNK_BUDGET = 1 << 21
 MAX_CHUNK = 512
 # Integer coordinates are clipped here before any int32 arithmetic (a feature map is never this
 # large, and clipping does not change which bins are empty).
@@ -133,8 +138,9 @@ def _column_tables(features, levels, with_argmax):
     width = shape[2]
     columns = tf.range(width)
     values = tf.TensorArray(features.dtype, size=levels, infer_shape=False).write(0, features)
-    args = tf.TensorArray(tf.int32, size=levels, infer_shape=False)
-    args = args.write(0, tf.broadcast_to(columns[None, None, :, None], shape))
+    args = tf.TensorArray(tf.int32, size=levels if with_argmax else 0, infer_shape=False)
+    if with_argmax:
+        args = args.write(0, tf.broadcast_to(columns[None, None, :, None], shape))
 
     def step(q, values, args):
         shift = tf.bitwise.left_shift(1, q - 1)

@@ -73,8 +73,7 @@ def voc_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_run(voc_tree, tmp_path_factory):
-    """One epoch of training (as a user runs it), then ``--resume`` to two epochs (in this
-    process: the same ``main``, without paying for a second TensorFlow start)."""
+    """One epoch of training, as a user runs it."""
     out = tmp_path_factory.mktemp("run") / "out"
     first = run_cli(*_train_args(voc_tree, out, 1))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -83,13 +82,16 @@ def trained_run(voc_tree, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def resumed_run(trained_run, voc_tree):
+def resumed_run(trained_run):
+    """``--resume`` to two epochs, in this process (the same ``main``, without paying for a
+    second TensorFlow start)."""
     import contextlib
     import io
 
     stdout = io.StringIO()
+    # Only what changes: the data, model and schedule options come from the run's config.json.
     with contextlib.redirect_stdout(stdout):
-        code = cli.main(_stringify(_train_args(voc_tree, trained_run["out"], 2) + ["--resume"]))
+        code = cli.main(["train", "--output-dir", str(trained_run["out"]), "--resume", "--epochs", "2"])
     assert code == 0
     return dict(trained_run, resume_output=stdout.getvalue())
 
@@ -136,6 +138,7 @@ def test_train_writes_models_history_curves_and_config(resumed_run):
     config = json.loads((out / "config.json").read_text())
     assert config["class_names"] == list(CLASSES)
     assert config["arguments"]["backbone"] == "tiny" and config["arguments"]["epochs"] == 2
+    assert config["arguments"]["image_min_size"] == 96  # kept from the first run by --resume
     assert [run["to_epoch"] for run in config["runs"]] == [1, 2]
     with Image.open(out / "training_curves.png") as image:
         assert image.size[0] > 300
@@ -294,3 +297,27 @@ def test_training_curves_are_drawn_without_matplotlib(tmp_path):
 
 def _stringify(argv):
     return [str(a) for a in argv]
+
+
+# ------------------------------------------------------------------------------------ named weights
+
+
+def test_predict_with_registered_weights(voc_tree, tmp_path, capsys):
+    pytest.importorskip("rcnn_zoo.weights")
+    if not os.path.isfile(os.path.join(REPO, "weights", "shapes_tiny.weights.h5")):
+        pytest.skip("weights/shapes_tiny.weights.h5 is not in this checkout")
+    argv = ["predict", "--weights", "shapes", "--images", str(voc_tree / "images" / "img0.jpg"),
+            "--output-dir", str(tmp_path / "p"), "--score-threshold", "0", "--verbose", "0"]
+    assert cli.main(argv) == 0
+    detections = json.loads((tmp_path / "p" / "detections.json").read_text())
+    assert len(detections) == 1
+    assert set(detections[0]["class_names"]) <= {"circle", "square", "triangle"}
+
+
+def test_an_unknown_weights_name_is_a_one_line_error(voc_tree, tmp_path, capsys):
+    pytest.importorskip("rcnn_zoo.weights")
+    argv = ["predict", "--weights", "no_such_weights", "--images", str(voc_tree / "images"),
+            "--output-dir", str(tmp_path / "p")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rcnn-zoo: error: cannot load weights 'no_such_weights'") and len(err.splitlines()) == 1

@@ -197,14 +197,16 @@ def test_inputs_must_be_images_and_proposals():
 
 def test_paper_defaults():
     assert rcnn_zoo.FastRCNN.LOSS_NAMES == ("cls", "box")
-    model = _model(backbone="tiny")
+    model = _model(backbone="tiny", roi_pooling="pool")
     hp = model.hp
     assert hp["roi_pooling"] == "pool" and isinstance(model.roi_pooler, rcnn_zoo.layers.RoIPooling)
+    assert isinstance(_model(backbone="tiny").roi_pooler, rcnn_zoo.layers.RoIAlign)  # tiny's choice
     assert (hp["roi_batch_size_per_image"], hp["roi_positive_fraction"]) == (64, 0.25)
     assert (hp["roi_positive_iou"], hp["roi_negative_iou_high"], hp["roi_negative_iou_low"]) == (0.5, 0.5, 0.1)
     assert model.nms_threshold == 0.3 and model.score_threshold == 0.05
     defaults = rcnn_zoo.models.fast_rcnn.DEFAULTS
     assert (defaults["image_min_size"], defaults["image_max_size"], defaults["roi_pool_size"]) == (600, 1000, 7)
+    assert defaults["roi_pooling"] == "pool"
     # The tiny backbone keeps the input size and a narrow head.
     assert hp["image_min_size"] is None and hp["roi_head_dim"] == 128
 
@@ -216,7 +218,7 @@ def test_config_round_trip_rebuilds_the_same_model():
     clone = rcnn_zoo.FastRCNN.from_config(config)
     assert clone.get_config() == config
     assert clone.hp == model.hp
-    assert clone.hp["roi_negative_iou_low"] == 0.0 and clone.roi_pooling == "align"
+    assert clone.hp["roi_negative_iou_low"] == 0.0 and clone.hp["roi_pooling"] == "align"
     assert len(clone.weights) == len(model.weights)
 
 
