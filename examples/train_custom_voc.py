@@ -17,7 +17,7 @@ is exactly::
 
     rcnn-zoo train --data ../shared/datasets/raccoon --format voc --split train --val-split test \\
         --backbone tiny --image-min-size 256 --image-max-size 416 --anchor-sizes 32 64 128 256 \\
-        --random-crop 0.5 --zoom-out 1.5 --jitter --epochs 150 --batch-size 4 --lr 1e-3 \\
+        --random-crop 0.5 --zoom-out 1.5 --jitter --epochs 80 --batch-size 4 --lr 1e-3 \\
         --val-every 5 --output-dir runs/raccoon
     rcnn-zoo evaluate --model runs/raccoon/last.keras --data ../shared/datasets/raccoon \\
         --split test --metric voc voc07
@@ -25,8 +25,8 @@ is exactly::
         --output-dir runs/raccoon/samples
 
 Why this recipe (no pretrained backbone can be downloaded): the ``tiny`` backbone (six 3×3
-conv + batch-norm layers, stride 8) is small enough to train from scratch on 160 photos in half an
-hour of CPU; images are small (shorter side 256) because the objects are large; the anchors are
+conv + batch-norm layers, stride 8) is small enough to train from scratch on 160 photos in about
+ten CPU minutes; images are small (shorter side 256) because the objects are large; the anchors are
 resized to those objects (32–256 px instead of tiny's 16–64); random crops, zoom-out, flips and
 colour jitter stand in for the data we do not have; Adam with warm-up and cosine decay. Results
 and measurements: ``docs/raccoon.md``.
@@ -34,7 +34,6 @@ and measurements: ``docs/raccoon.md``.
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -54,7 +53,7 @@ RECIPE = cli.TrainConfig(
     image_min_size=256,
     image_max_size=416,
     anchor_sizes=[32, 64, 128, 256],
-    epochs=150,
+    epochs=80,
     batch_size=4,
     optimizer="adam",
     lr=1e-3,
@@ -121,8 +120,7 @@ def run(args):
         "wall": round(trained["wall_seconds"] / 60, 2),
         "cpu": round(trained["cpu_seconds"] / 60, 2),
     }
-    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1)
+    cli.write_json(os.path.join(args.output_dir, "results.json"), results)
     print(f"\nWrote {trained['paths']['curves']}, {samples}/*.png and "
           f"{os.path.join(args.output_dir, 'results.json')}")
     return 0

@@ -362,8 +362,8 @@ def build_detector(num_classes, class_names, backbone="tiny", image_min_size=Non
     try:
         return rcnn_zoo.FasterRCNN(num_classes=num_classes, class_names=list(class_names),
                                    backbone=backbone, **kwargs)
-    except TypeError as error:  # unknown --model-arg
-        raise CLIError(str(error)) from error
+    except (TypeError, ValueError, OSError) as error:  # unknown or bad --model-arg, weights that do not fit
+        raise CLIError(str(error).splitlines()[0]) from error
 
 
 def load_model(path, compile=False):
@@ -550,17 +550,26 @@ def _backup_epoch(backup_dir):
         return int(json.load(handle).get("epoch", 0))
 
 
-def _write_json(path, value):
+def write_json(path, value):
+    """Write strict JSON (NaN, e.g. AP of a class without objects, becomes null) atomically."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1, default=_json_default)
+        json.dump(_plain(value), handle, indent=1, allow_nan=False)
         handle.write("\n")
     os.replace(tmp, path)
 
 
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
     return str(value)
 
 
@@ -683,7 +692,7 @@ def train(config, callbacks=None):
         with open(paths["config"], encoding="utf-8") as handle:
             previous = json.load(handle)
     record["runs"] = previous.get("runs", [])
-    _write_json(paths["config"], record)
+    write_json(paths["config"], record)
     print(f"Training {model.backbone_name} Faster R-CNN on {len(train_set)} images "
           f"({', '.join(train_set.class_names[:10])}{' …' if train_set.num_classes > 10 else ''}), "
           f"validating on {len(val_set) if val_set else 0}; images resized to shorter side "
@@ -704,7 +713,7 @@ def train(config, callbacks=None):
         record["runs"].append({"from_epoch": initial_epoch, "to_epoch": len(history),
                                "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)})
         record["epochs_done"] = len(history)
-        _write_json(paths["config"], record)
+        write_json(paths["config"], record)
         if history:
             plot_training_curves(paths["history"], paths["curves"])
     summary = f"Trained {len(history) - initial_epoch} epoch(s) in {wall / 60:.1f} min ({cpu / 60:.1f} CPU min)."
@@ -986,7 +995,7 @@ def predict_images(model, image_paths, output_dir, score_threshold=0.5, verbose=
             "labels": [int(label) for label in labels],
             "class_names": [names[label] if names else str(label) for label in labels],
         })
-    _write_json(os.path.join(output_dir, "detections.json"), results)
+    write_json(os.path.join(output_dir, "detections.json"), results)
     return results
 
 
@@ -1037,7 +1046,9 @@ def _evaluation_data(args, class_names):
 def _run_evaluate(args):
     if not os.path.isfile(args.model):
         raise CLIError(f"model file not found: {args.model}")
-    if args.format == "voc" and (args.data is None or not os.path.isdir(args.data)):
+    if args.format == "voc" and args.data is None:
+        raise CLIError("--data is required: the VOC dataset folder")
+    if args.format == "voc" and not os.path.isdir(args.data):
         raise CLIError(f"dataset folder not found: {args.data}")
     model = load_model(args.model)
     if model.class_names is None:
@@ -1048,7 +1059,7 @@ def _run_evaluate(args):
     print(format_ap_table(results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        _write_json(args.output, {"model": os.path.abspath(args.model), "data": dataset.source, **results})
+        write_json(args.output, {"model": os.path.abspath(args.model), "data": dataset.source, **results})
         print(f"Wrote {args.output}")
     return 0
 
@@ -1083,13 +1094,27 @@ def _run_convert_missing(args):
 # Parser
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows defaults."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; shows defaults that say something (not None/False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        quiet = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not quiet and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _wrap(text, width=88):
+    """Fill each paragraph of ``text`` (the formatter keeps descriptions as written)."""
+    import textwrap  # noqa: PLC0415
+
+    return "\n\n".join(textwrap.fill(p, width) for p in text.split("\n\n"))
 
 
 def _subparser(subparsers, name, help, description, examples, parents):
     return subparsers.add_parser(
-        name, help=help, description=description, epilog="examples:\n" + examples,
+        name, help=help, description=_wrap(description), epilog="examples:\n" + examples,
         formatter_class=_Formatter, parents=parents,
     )
 
@@ -1114,8 +1139,8 @@ def build_parser():
                         help="show full tracebacks instead of one-line errors")
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Two-stage object detectors (Faster R-CNN) for Keras 3: train on VOC or COCO "
-        "format data, evaluate mAP, draw detections, export for TF Serving.",
+        description=_wrap("Two-stage object detectors (Faster R-CNN) for Keras 3: train on VOC or COCO "
+                          "format data, evaluate mAP, draw detections, export for TF Serving."),
         epilog="examples:\n"
         "  rcnn-zoo demo\n"
         "  rcnn-zoo train --data ../shared/datasets/raccoon --val-split test --epochs 80 --output-dir runs/raccoon\n"
@@ -1144,7 +1169,9 @@ def build_parser():
     defaults = TrainConfig()
     train_parser = _subparser(
         subparsers, "train", "train a Faster R-CNN on a VOC or COCO format dataset",
-        "Train a Faster R-CNN from scratch (or from --model-arg weights=...) on your data.\n\n"
+        "Train a Faster R-CNN on your data: from scratch, or fine-tuned from registered or saved "
+        "weights with --model-arg weights=NAME_OR_FILE (backbone and anchors must match those "
+        "weights; the class predictor is re-initialised when the class count differs).\n\n"
         "Writes into --output-dir: last.keras (after every epoch), best.keras (best validation "
         "mAP, when a validation split is given), history.csv (losses, lr, val_mAP per epoch), "
         "training_curves.png and config.json (these arguments and the class names).\n\n"

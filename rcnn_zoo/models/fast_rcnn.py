@@ -40,8 +40,8 @@ from rcnn_zoo.targets import sample_rois
 # the caller. VGG16's 4096-wide fc6/fc7 with dropout 0.5 come with the "vgg16" backbone.
 DEFAULTS = {
     "image_min_size": 600,
-    "roi_pooling": "pool",
     "image_max_size": 1000,
+    "roi_pooling": "pool",
     "roi_pool_size": 7,
     "roi_sampling_ratio": -1,
     "roi_aligned": False,

@@ -85,7 +85,7 @@ def context_boxes(boxes, warp_size, context_padding):
     pixels and exactly ``p`` pixels of context on every side (appendix A, "warp" with
     ``p = 16``). Width and height scale independently (the paper's anisotropic warp).
     """
-    factor = float(warp_size) / (float(warp_size) - float(context_padding))
+    factor = float(warp_size) / (float(warp_size) - 2.0 * float(context_padding))
     cx = 0.5 * (boxes[..., 0] + boxes[..., 2])
     cy = 0.5 * (boxes[..., 1] + boxes[..., 3])
     half_w = 0.5 * factor * (boxes[..., 2] - boxes[..., 0])

@@ -302,7 +302,7 @@ def _stringify(argv):
 # ------------------------------------------------------------------------------------ named weights
 
 
-def test_predict_with_registered_weights(voc_tree, tmp_path, capsys):
+def test_predict_with_registered_weights(voc_tree, tmp_path):
     pytest.importorskip("rcnn_zoo.weights")
     if not os.path.isfile(os.path.join(REPO, "weights", "shapes_tiny.weights.h5")):
         pytest.skip("weights/shapes_tiny.weights.h5 is not in this checkout")

@@ -235,6 +235,17 @@ def test_keras_file_round_trip_gives_identical_predictions(tmp_path):
     _fit_steps(loaded, x, y, steps=1)  # the optimizer state travels too
 
 
+def test_weights_argument_loads_a_weights_file(tmp_path):
+    model = _model(score_threshold=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = _batch(2)
+    _fit_steps(model, x, y, steps=2)
+    path = str(tmp_path / "fast_rcnn.weights.h5")
+    model.save_weights(path)
+    other = _model(score_threshold=0.0, weights=path)
+    _same_predictions(model.predict(x, verbose=0), other.predict(x, verbose=0))
+
+
 def test_mixed_float16_trains_and_keeps_proposal_pixels_exact():
     """Under a float16 policy the proposals must not be autocast: 90.9 would become 90.875."""
     x, y = _batch(2)

@@ -1,5 +1,5 @@
 """Proof that Fast R-CNN learns: train the tiny configuration from scratch on generated shapes
-on the CPU and require mAP@0.5 ≥ 0.85 on freshly generated images (a different seed).
+on the CPU and require mAP@0.5 ≥ 0.9 on freshly generated images (a different seed).
 
 Training proposals are jittered ground-truth boxes plus random boxes, not selective search:
 selective search costs about 0.2 s per 128×128 image on one core, so the 2400 training images
@@ -10,9 +10,12 @@ exp N(0, 0.2): IoU with the object spread over about 0.3–0.95), among many box
 background. The evaluation uses fresh images with the same kind of proposals, then again with
 real selective search proposals (when OpenCV's contrib modules are installed).
 
-Budget (2 CPU cores shared with other jobs): about 15 s generating data, 50 s training (600 steps
-of 8 images), 30 s evaluating. Measured: mAP@0.5 0.951 (stand-in proposals), 0.918 (selective
-search); truncated SVD to ranks 64/32 of the 128-wide fc6/fc7: 0.943.
+Budget (2 CPU cores shared with other jobs): about 10 s generating data, 45 s training (600 steps
+of 8 images, Adam, 60 warm-up steps then cosine decay), 30 s evaluating. Measured on 200 fresh
+images with training seeds 0–3: mAP@0.5 0.978–0.988 with stand-in proposals, at most 0.007 less
+after truncated SVD to ranks 64/32. Seed 0 (the test's) with selective search proposals: 0.947
+on the 200 images, 0.960 on the 50 the test uses. Without the warm-up one seed in three
+converged slowly (0.89), hence it.
 """
 
 import numpy as np
@@ -25,6 +28,7 @@ from rcnn_zoo.data.synthetic import CLASS_NAMES, generate_shapes
 from rcnn_zoo.evaluation.voc import voc_ap_per_class
 
 STEPS = 600
+WARMUP = 60
 BATCH = 8
 TRAIN_IMAGES = 2400  # each seen twice
 SIZE = 128
@@ -73,7 +77,9 @@ def trained():
         drop_remainder=True,
     )
     model = rcnn_zoo.FastRCNN(num_classes=3, backbone="tiny", class_names=list(CLASS_NAMES))
-    schedule = keras.optimizers.schedules.CosineDecay(2e-3, STEPS, alpha=0.05)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, STEPS - WARMUP, alpha=0.05, warmup_target=2e-3, warmup_steps=WARMUP
+    )
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
     model.fit(dataset.repeat().take(STEPS), epochs=1, verbose=0)
     return model
@@ -81,14 +87,14 @@ def trained():
 
 @pytest.fixture(scope="module")
 def fresh():
-    images, boxes, labels = generate_shapes(100, image_size=(SIZE, SIZE), seed=12345)
+    images, boxes, labels = generate_shapes(200, image_size=(SIZE, SIZE), seed=12345)
     return images, boxes, labels, synthetic_proposals(boxes, labels, seed=999)
 
 
-def test_tiny_fast_rcnn_reaches_map_0_85_on_fresh_shapes(trained, fresh):
+def test_tiny_fast_rcnn_reaches_map_0_9_on_fresh_shapes(trained, fresh):
     images, boxes, labels, proposals = fresh
     ap, mean_ap = _mean_ap(trained, images, proposals, boxes, labels)
-    assert mean_ap >= 0.85, f"mAP@0.5 {mean_ap:.3f}, per class {np.round(ap, 3)}"
+    assert mean_ap >= 0.9, f"mAP@0.5 {mean_ap:.3f}, per class {np.round(ap, 3)}"
 
 
 def test_it_also_detects_with_selective_search_proposals(trained, fresh):
@@ -97,7 +103,8 @@ def test_it_also_detects_with_selective_search_proposals(trained, fresh):
     images, boxes, labels = images[:50], boxes[:50], labels[:50]
     searched = proposal_tools.pad_proposals(proposal_tools.compute_proposals(images, min_size=8))
     ap, mean_ap = _mean_ap(trained, images, searched, boxes, labels)
-    assert mean_ap >= 0.8, f"mAP@0.5 {mean_ap:.3f}, per class {np.round(ap, 3)}"
+    # Selective search boxes are not what the head was trained on: a lower bar than above.
+    assert mean_ap >= 0.85, f"mAP@0.5 {mean_ap:.3f}, per class {np.round(ap, 3)}"
 
 
 def test_truncated_svd_costs_little_map(trained, fresh):

@@ -135,20 +135,22 @@ def test_padding_value_is_the_backbones_mean_pixel():
 # ---------------------------------------------------------------------------- training data
 def _toy_regions():
     """One 100×100 image: G (class 2) and G2 (class 0); proposals P (IoU 0.687 with G), P2 (the
-    top half of G: IoU 0.5), P3 (background), P4 (IoU 0.82 with G2)."""
+    top half of G: IoU 0.5), P3 (background), P4 (IoU 0.82 with G2), P5 (IoU 0.409 with G)."""
     gt = [[12, 18, 34, 62], [60, 60, 90, 90]]
-    proposals = [[10, 20, 30, 60], [12, 18, 34, 40], [0, 70, 20, 95], [62, 60, 92, 88]]
+    proposals = [[10, 20, 30, 60], [12, 18, 34, 40], [0, 70, 20, 95], [62, 60, 92, 88],
+                 [12, 18, 34, 36]]
     return build_region_set([np.zeros((100, 100, 3), "uint8")], [np.array(gt, "float32")],
                             [np.array([2, 0])], [np.array(proposals, "float32")], num_classes=3)
 
 
 def test_region_set_lists_ground_truth_then_proposals_with_overlaps():
     regions = _toy_regions()
-    assert len(regions) == 6
-    np.testing.assert_array_equal(regions.gt_label, [2, 0, -1, -1, -1, -1])
-    np.testing.assert_allclose(regions.max_iou, [1, 1, 720 / 1048, 0.5, 0, 784 / 956], atol=1e-6)
-    np.testing.assert_array_equal(regions.matched_label[[0, 1, 2, 5]], [2, 0, 2, 0])
-    assert regions.class_iou.shape == (6, 3)
+    assert len(regions) == 7
+    np.testing.assert_array_equal(regions.gt_label, [2, 0, -1, -1, -1, -1, -1])
+    np.testing.assert_allclose(regions.max_iou, [1, 1, 720 / 1048, 0.5, 0, 784 / 956, 396 / 968],
+                               atol=1e-6)
+    np.testing.assert_array_equal(regions.matched_label[[0, 1, 2, 5, 6]], [2, 0, 2, 0, 2])
+    assert regions.class_iou.shape == (7, 3)
     assert (regions.class_iou[:, 1] == 0).all()  # no box of class 1
 
 
@@ -161,13 +163,14 @@ def test_svm_labels_positives_are_ground_truth_only():
         [-1, -1, 0],   # P2: 0.5, ignored
         [-1, -1, -1],  # P3: background
         [0, -1, -1],   # P4: 0.82 with G2, ignored for class 0
+        [-1, -1, 0],   # P5: 0.409 with G, grey zone [0.3, 1): ignored
     ])
     np.testing.assert_array_equal(labels, expected)
 
 
 def test_box_regression_targets_pair_iou_0_6_regions_with_their_box():
     indices, targets, classes = box_regression_targets(_toy_regions(), min_iou=0.6)
-    np.testing.assert_array_equal(indices, [0, 1, 2, 5])  # G, G2, P, P4 — not P2 (0.5)
+    np.testing.assert_array_equal(indices, [0, 1, 2, 5])  # G, G2, P, P4 — not P2 (0.5), P5
     np.testing.assert_array_equal(classes, [2, 0, 2, 0])
     log11 = math.log(1.1)
     expected = [
@@ -281,8 +284,9 @@ def test_train_svms_mines_the_highest_scoring_negatives_and_separates_the_classe
     np.testing.assert_array_equal(log["mined"][0][0][:2], [42, 43])
     assert log["negative_cache"][[42, 43], 0].all()
     scores = model.classify(tf.constant(fc7)).numpy()  # raw features: the scale is folded in
-    assert (scores[:6, 0] > 0).all() and (scores[12:, 0] < 0).all()
-    assert (scores[6:12, 1] > 0).all() and (scores[12:, 1] < 0).all()
+    # Trained to the margin: positives ≥ 1, negatives ≤ −1 (weak regularisation, svm_c = 1).
+    assert (scores[:6, 0] >= 1).all() and (scores[12:, 0] <= -1).all()
+    assert (scores[6:12, 1] >= 1).all() and (scores[12:, 1] <= -1).all()
 
 
 def test_mine_hard_negatives_returns_the_highest_scoring_uncached_negatives():

@@ -150,19 +150,26 @@ def assert_close(actual, expected, dtype, what=""):
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol, err_msg=what)
 
 
-def check_forward(spec, impl, features, rois):
+def check_against_reference(spec, impl, dtype, shape, seed):
+    """Forward and features gradient (for a random upstream gradient) equal the reference on
+    ``random_case(seed)``."""
+    features, rois = random_case(np.random.default_rng(seed), spec, shape, dtype)
+    expected, dy, expected_grad = _reference(spec, dtype, shape, seed)
     got = run(spec, impl, features, rois)
-    assert got.dtype == tf.as_dtype(features.dtype)
-    assert got.shape == (len(rois),) + spec.reference(features[:1], rois[:0]).shape[1:]
-    assert_close(got.numpy(), spec.reference(features, rois), features.dtype.type,
-                 f"{spec} [{impl}] forward")
+    assert got.dtype == tf.as_dtype(dtype) and got.shape == expected.shape
+    assert_close(got.numpy(), expected, dtype, f"{spec} [{impl}] forward")
+    assert_close(vjp(spec, impl, features, rois, dy), expected_grad, dtype,
+                 f"{spec} [{impl}] gradient")
 
 
-def check_vjp(spec, impl, features, rois, rng):
-    expected_shape = spec.reference(features[:1], rois[:0]).shape[1:]
-    dy = rng.standard_normal((len(rois),) + expected_shape).astype(features.dtype)
-    assert_close(vjp(spec, impl, features, rois, dy), spec.reference_grad(features, rois, dy),
-                 features.dtype.type, f"{spec} [{impl}] gradient")
+@functools.lru_cache(maxsize=None)
+def _reference(spec, dtype, shape, seed):
+    """Reference output, upstream gradient and reference gradient, shared by both impls."""
+    rng = np.random.default_rng(seed)
+    features, rois = random_case(rng, spec, shape, dtype)
+    expected = spec.reference(features, rois)
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    return expected, dy, spec.reference_grad(features, rois, dy)
 
 
 def check_numeric_gradient(spec, impl, features, rois):

@@ -27,22 +27,8 @@ def impl(request):
 @pytest.mark.parametrize("dtype", rt.DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("spec", rt.SPECS, ids=str)
 def test_matches_reference(spec, impl, dtype):
-    for index, shape in enumerate(SHAPES):
-        rng = np.random.default_rng(index)
-        features, rois = rt.random_case(rng, spec, shape, dtype)
-        expected, dy, expected_grad = _reference(spec, dtype, index)
-        rt.assert_close(rt.run(spec, impl, features, rois).numpy(), expected, dtype, "forward")
-        rt.assert_close(rt.vjp(spec, impl, features, rois, dy), expected_grad, dtype, "gradient")
-
-
-@functools.lru_cache(maxsize=None)
-def _reference(spec, dtype, index):
-    """Reference output, upstream gradient and reference gradient (shared by both impls)."""
-    rng = np.random.default_rng(index)
-    features, rois = rt.random_case(rng, spec, SHAPES[index], dtype)
-    expected = spec.reference(features, rois)
-    dy = rng.standard_normal(expected.shape).astype(dtype)
-    return expected, dy, spec.reference_grad(features, rois, dy)
+    for seed, shape in enumerate(SHAPES):
+        rt.check_against_reference(spec, impl, dtype, shape, seed)
 
 
 # Small pools keep the Jacobians (one backward pass per output element) small.
