@@ -1,5 +1,6 @@
-"""Detection metrics: Pascal VOC AP (``voc``), COCO AP via pycocotools (``coco``), and a Keras
-callback that logs mAP during ``fit`` (``callback``)."""
+"""Detection metrics: Pascal VOC AP (``voc``), COCO AP via pycocotools (``coco``), a Keras
+callback that logs mAP during ``fit`` (``callback``), and a whole-dataset evaluation with its AP
+table (``report``)."""
 
 from rcnn_zoo.evaluation.callback import (
     MeanAveragePrecisionCallback,
@@ -7,6 +8,7 @@ from rcnn_zoo.evaluation.callback import (
     predict_detections,
 )
 from rcnn_zoo.evaluation.coco import COCO_STAT_NAMES, coco_evaluate, coco_results
+from rcnn_zoo.evaluation.report import evaluate_model, format_ap_table
 from rcnn_zoo.evaluation.voc import voc_ap, voc_ap_per_class
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "MeanAveragePrecisionCallback",
     "predict_detections",
     "evaluate_detections",
+    "evaluate_model",
+    "format_ap_table",
 ]

@@ -1,0 +1,40 @@
+"""Small helpers of the training, evaluation and inference scripts: strict JSON files and
+progress bars."""
+
+import json
+import math
+import os
+
+import keras
+
+
+def write_json(path, value):
+    """Write strict JSON (NaN, e.g. AP of a class without objects, becomes null) atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(_plain(value), handle, indent=1, allow_nan=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def progress(iterable, total, unit="image", verbose=1):
+    """Yield from ``iterable`` while a Keras progress bar counts ``total`` items."""
+    bar = keras.utils.Progbar(total, unit_name=unit, verbose=verbose) if verbose else None
+    for index, item in enumerate(iterable):
+        yield item
+        if bar is not None:
+            bar.update(index + 1)
