@@ -12,8 +12,9 @@ all-points and VOC07 11-point), and writes into ``--output-dir``: ``last.keras``
 ``history.csv``, ``training_curves.png``, ``results.json`` and ``samples/*.png`` (test images with
 their detections drawn).
 
-It is the ``rcnn-zoo`` CLI as a script: the same functions, the same recipe. The training part
-is exactly::
+It is the ``rcnn-zoo`` CLI as a script: the same library functions (``rcnn_zoo.training``,
+``rcnn_zoo.data``, ``rcnn_zoo.evaluation``, ``rcnn_zoo.inference``), the same recipe. The training
+part is exactly::
 
     rcnn-zoo train --data ../shared/datasets/raccoon --format voc --split train --val-split test \\
         --backbone tiny --image-min-size 256 --image-max-size 416 --anchor-sizes 32 64 128 256 \\
@@ -40,12 +41,17 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a source checkout without installing
 
-from rcnn_zoo import cli  # noqa: E402
+from rcnn_zoo.data import load_dataset  # noqa: E402
+from rcnn_zoo.errors import UsageError  # noqa: E402
+from rcnn_zoo.evaluation import evaluate_model, format_ap_table  # noqa: E402
+from rcnn_zoo.inference import load_model, predict_images  # noqa: E402
+from rcnn_zoo.training import TrainConfig, train  # noqa: E402
+from rcnn_zoo.utils import write_json  # noqa: E402
 
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "datasets", "raccoon"))
 
 # The recipe measured in docs/raccoon.md: rcnn-zoo train's options as a TrainConfig.
-RECIPE = cli.TrainConfig(
+RECIPE = TrainConfig(
     format="voc",
     split="train",
     val_split="test",
@@ -81,7 +87,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except cli.CLIError as error:
+    except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -94,33 +100,33 @@ def run(args):
         verbose=1,
     )
     # 1. Train (the same function as `rcnn-zoo train`).
-    trained = cli.train(config)
+    trained = train(config)
 
     # 2. Evaluate the last model (no choice made on the test set) and the best one (chosen on
     #    it: an optimistic number) on the test split, VOC mAP@0.5 both ways.
-    test_set = cli.load_dataset(args.data, "voc", args.test_split, class_names=trained["model"].class_names)
+    test_set = load_dataset(args.data, "voc", args.test_split, class_names=trained["model"].class_names)
     results = {"arguments": dataclasses.asdict(config), "epochs": trained["epochs_done"], "models": {}}
     for name in ("last", "best"):
         path = trained["paths"][name]
         if not os.path.isfile(path):
             continue
-        model = cli.load_model(path)
+        model = load_model(path)
         print(f"\n{name}.keras on {len(test_set)} {args.test_split} images:")
-        evaluation = cli.evaluate_model(model, test_set, metrics=("voc", "voc07"))
-        print(cli.format_ap_table(evaluation))
+        evaluation = evaluate_model(model, test_set, metrics=("voc", "voc07"))
+        print(format_ap_table(evaluation))
         results["models"][name] = evaluation
 
     # 3. Draw detections of the last model on a few test images.
-    model = cli.load_model(trained["paths"]["last"])
+    model = load_model(trained["paths"]["last"])
     images = [record.image_path for record in test_set.records[: args.samples]]
     samples = os.path.join(args.output_dir, "samples")
-    cli.predict_images(model, images, samples, score_threshold=0.5)
+    predict_images(model, images, samples, score_threshold=0.5)
 
     results["training_minutes"] = {
         "wall": round(trained["wall_seconds"] / 60, 2),
         "cpu": round(trained["cpu_seconds"] / 60, 2),
     }
-    cli.write_json(os.path.join(args.output_dir, "results.json"), results)
+    write_json(os.path.join(args.output_dir, "results.json"), results)
     print(f"\nWrote {trained['paths']['curves']}, {samples}/*.png and "
           f"{os.path.join(args.output_dir, 'results.json')}")
     return 0

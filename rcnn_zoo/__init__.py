@@ -8,6 +8,11 @@ R-CNN, Fast R-CNN, Faster R-CNN and R-FCN built from Keras layers backed by comp
     model.fit(train_ds, epochs=12)
 """
 
+import os
+
+# Quiet TensorFlow's C++ start-up logs (oneDNN, CUDA, CPU features); users can override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"
 
 from rcnn_zoo import layers, ops  # noqa: E402

@@ -1,8 +1,427 @@
-"""Training schedules beyond plain ``model.compile(); model.fit()``.
+"""Training a detector: the ``rcnn-zoo train`` recipe and schedules beyond plain
+``model.compile(); model.fit()``.
+
+:class:`TrainConfig` + :func:`train` are ``rcnn-zoo train`` as a function: read the data
+(:func:`rcnn_zoo.data.load_dataset`), build a Faster R-CNN (:func:`build_detector`), fit it on
+augmented batches (:func:`rcnn_zoo.data.training_dataset`) with warm-up + cosine learning rate,
+validation mAP, checkpoints, ``history.csv`` and its plot, and resume after an interruption.
 
 Approximate joint training (the default, Faster R-CNN section 3.2 (ii)) is just ``fit``. The
 paper's original 4-step alternating training is :func:`alternating_training`.
 """
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import keras
+
+from rcnn_zoo.backbones import BACKBONES
+from rcnn_zoo.data import evaluation_dataset, load_dataset, training_dataset
+from rcnn_zoo.data.loading import default_split
+from rcnn_zoo.errors import UsageError
+from rcnn_zoo.evaluation import METRICS, MeanAveragePrecisionCallback
+from rcnn_zoo.inference import load_model
+from rcnn_zoo.models import FasterRCNN
+from rcnn_zoo.utils import write_json
+from rcnn_zoo.visualization import plot_training_curves
+
+__all__ = [
+    "CLI_ANCHOR_SIZES",
+    "CLI_IMAGE_SIZES",
+    "CosineLearningRate",
+    "TrainConfig",
+    "alternating_training",
+    "build_detector",
+    "image_sizes",
+    "parse_model_args",
+    "read_history",
+    "train",
+]
+
+# Backbones whose own default is "keep the input size" (tiny: made for 128-px test pictures) get
+# these image sizes and anchors from the CLI instead: photos need resizing, and anchors that match
+# the objects of photos resized so.
+CLI_IMAGE_SIZES = {"tiny": (256, 416)}
+CLI_ANCHOR_SIZES = {"tiny": (32, 64, 128, 256)}
+
+
+# ==========================================================================================
+# Models
+
+
+def parse_model_args(items):
+    """``["key=value", …]`` → dict, values parsed as JSON when they are JSON (numbers, lists,
+    null, true), else kept as strings."""
+    parsed = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except ValueError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+def image_sizes(backbone, image_min_size=None, image_max_size=None):
+    """The resize rule the CLI uses: what was asked, else the backbone's default, else (for
+    backbones that keep the input size, like ``tiny``) :data:`CLI_IMAGE_SIZES`."""
+    if image_min_size is None and image_max_size is None and backbone in CLI_IMAGE_SIZES:
+        return CLI_IMAGE_SIZES[backbone]
+    return image_min_size, image_max_size
+
+
+def build_detector(num_classes, class_names, backbone="tiny", image_min_size=None,
+                   image_max_size=None, anchor_sizes=None, model_args=None):
+    """A :class:`rcnn_zoo.FasterRCNN` from CLI-style arguments.
+
+    ``anchor_sizes``: a flat list of pixel sizes: all on the one level of a single-level
+    backbone, one per level of an FPN. ``model_args``: further ``FasterRCNN`` keyword arguments.
+    """
+    if backbone not in BACKBONES:
+        raise UsageError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    kwargs = dict(model_args or {})
+    image_min_size, image_max_size = image_sizes(backbone, image_min_size, image_max_size)
+    # Only sizes actually chosen are passed: None must not override a backbone's default.
+    if image_min_size is not None:
+        kwargs.setdefault("image_min_size", image_min_size)
+    if image_max_size is not None:
+        kwargs.setdefault("image_max_size", image_max_size)
+    if not anchor_sizes and "anchor_sizes" not in kwargs:
+        anchor_sizes = CLI_ANCHOR_SIZES.get(backbone)
+    if anchor_sizes:
+        sizes = [float(s) for s in anchor_sizes]
+        fpn = backbone.endswith("_fpn")
+        kwargs["anchor_sizes"] = tuple((s,) for s in sizes) if fpn else (tuple(sizes),)
+    try:
+        return FasterRCNN(num_classes=num_classes, class_names=list(class_names), backbone=backbone, **kwargs)
+    except (TypeError, ValueError, OSError) as error:  # unknown or bad --model-arg, weights that do not fit
+        raise UsageError(str(error).splitlines()[0]) from error
+
+
+# ==========================================================================================
+# The rcnn-zoo train recipe
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything ``rcnn-zoo train`` takes (field ``image_min_size`` is option
+    ``--image-min-size``); the CLI's defaults are these."""
+
+    data: str = None
+    format: str = "voc"
+    split: str = None
+    val_split: str = None
+    annotations: str = None
+    images: str = None
+    val_annotations: str = None
+    val_images: str = None
+    backbone: str = "tiny"
+    image_min_size: int = None
+    image_max_size: int = None
+    anchor_sizes: list = None
+    model_args: list = None
+    epochs: int = 12
+    batch_size: int = 4
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    flip: float = 0.5
+    jitter: bool = False
+    random_crop: float = 0.0
+    crop_min_scale: float = 0.5
+    zoom_out: float = 1.0
+    val_every: int = 1
+    metric: str = "voc"
+    seed: int = 0
+    output_dir: str = "runs/train"
+    resume: bool = False
+    verbose: int = 1
+
+
+def _optimizer(config):
+    if config.optimizer == "adam":
+        if config.weight_decay:
+            return keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay, global_clipnorm=10.0)
+        return keras.optimizers.Adam(config.lr, global_clipnorm=10.0)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(config.lr, momentum=0.9, weight_decay=config.weight_decay or None,
+                                    global_clipnorm=10.0)
+    raise UsageError(f"--optimizer must be adam or sgd, got {config.optimizer!r}")
+
+
+class CosineLearningRate(keras.callbacks.Callback):
+    """Linear warm-up from 10 % over ``warmup_epochs``, then cosine decay to 1 % at
+    ``epochs``, updated every batch; logs ``lr``. A function of (epoch, batch), so a
+    resumed run continues on the same curve (stretched if ``epochs`` grew)."""
+
+    def __init__(self, base_lr, epochs, steps_per_epoch, warmup_epochs=1.0):
+        super().__init__()
+        self.base_lr, self.epochs = float(base_lr), float(epochs)
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.warmup = float(warmup_epochs)
+        self.epoch = 0
+        self.value = self.base_lr
+
+    def rate(self, t):
+        """The learning rate at ``t`` epochs (fractional) into training."""
+        if t < self.warmup:
+            return self.base_lr * (0.1 + 0.9 * t / self.warmup)
+        progress = min((t - self.warmup) / max(self.epochs - self.warmup, 1e-9), 1.0)
+        return self.base_lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.value = self.rate(self.epoch + min(batch / self.steps_per_epoch, 1.0))
+        self.model.optimizer.learning_rate = self.value
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = self.value
+
+
+class FillMissing(keras.callbacks.Callback):
+    """Log NaN for ``keys`` on epochs without them (mAP is computed every n epochs), so
+    CSVLogger keeps the column and ModelCheckpoint(save_best_only) skips quietly."""
+
+    def __init__(self, keys):
+        super().__init__()
+        self.keys = list(keys)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in self.keys:
+            if logs is not None and key not in logs:
+                logs[key] = float("nan")
+
+
+class TrainingCurves(keras.callbacks.Callback):
+    """Redraw the training-curve PNG from history.csv after every epoch."""
+
+    def __init__(self, history_path, png_path):
+        super().__init__()
+        self.history_path, self.png_path = history_path, png_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        try:
+            plot_training_curves(self.history_path, self.png_path)
+        except (OSError, ValueError):
+            pass  # a plot must never stop training
+
+
+def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, continuing):
+    """The built-in callbacks of :func:`train`, in the order they must run: the learning rate
+    first, validation mAP before the checkpoint that reads it, the backup last."""
+    callbacks = [CosineLearningRate(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs)]
+    if val_set is not None:
+        best_so_far = [r.get("val_mAP") for r in read_history(paths["history"]) if continuing]
+        best_so_far = [v for v in best_so_far if v is not None and not math.isnan(v)]
+        callbacks += [
+            MeanAveragePrecisionCallback(evaluation_dataset(val_set), every_n_epochs=config.val_every,
+                                         metric=config.metric, class_names=class_names),
+            FillMissing(["val_mAP"]),
+            keras.callbacks.ModelCheckpoint(paths["best"], monitor="val_mAP", mode="max",
+                                            save_best_only=True,
+                                            initial_value_threshold=max(best_so_far, default=None)),
+        ]
+    return callbacks + [
+        keras.callbacks.ModelCheckpoint(paths["last"]),
+        keras.callbacks.CSVLogger(paths["history"], append=continuing),
+        TrainingCurves(paths["history"], paths["curves"]),
+        keras.callbacks.BackupAndRestore(paths["backup"]),
+    ]
+
+
+def read_history(path):
+    """Rows of a CSVLogger file as dicts of floats (``epoch`` int); missing file → []."""
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            parsed = {}
+            for key, value in row.items():
+                try:
+                    parsed[key] = float(value)
+                except (TypeError, ValueError):
+                    parsed[key] = float("nan")
+            parsed["epoch"] = int(parsed.get("epoch", len(rows)))
+            rows.append(parsed)
+    return rows
+
+
+def _keep_history_before(path, epoch):
+    """Drop rows of epochs ``≥ epoch`` (written after the last backup of an interrupted run)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    if not lines:
+        return
+    kept = [lines[0]] + [line for line in lines[1:] if line and int(float(line.split(",")[0])) < epoch]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(kept) + "\n")
+
+
+def _backup_epoch(backup_dir):
+    """The epoch an interrupted run's ``BackupAndRestore`` folder continues from, or None."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return int(json.load(handle).get("epoch", 0))
+
+
+def _command_line():
+    """The command as typed, for config.json (a script calling :func:`train` shows as
+    ``rcnn-zoo`` with its own arguments)."""
+    return " ".join(["rcnn-zoo"] + [a if a and " " not in a else json.dumps(a) for a in sys.argv[1:]])
+
+
+def train(config, callbacks=None):
+    """Train a Faster R-CNN as :class:`TrainConfig` ``config`` says; see ``rcnn-zoo train --help``.
+
+    Writes into ``config.output_dir``: ``last.keras`` (every epoch), ``best.keras`` (best
+    ``val_mAP``, with a validation set), ``history.csv``, ``training_curves.png``,
+    ``config.json`` and, while running, ``backup/`` (re-running the same command after an
+    interruption continues from the last finished epoch). ``callbacks``: more Keras callbacks,
+    run after the built-in ones. Problems with the data paths or options raise
+    :class:`rcnn_zoo.errors.UsageError`.
+
+    Returns:
+        dict: ``model`` (the trained detector), ``output_dir``, ``history`` (rows of
+        history.csv), ``epochs_done``, ``wall_seconds``, ``cpu_seconds``, ``paths``.
+    """
+    if config.epochs < 1:
+        raise UsageError(f"--epochs must be ≥ 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size must be ≥ 1, got {config.batch_size}")
+    if config.metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {config.metric!r}")
+    out = config.output_dir
+    paths = {
+        name: os.path.join(out, file)
+        for name, file in (
+            ("best", "best.keras"), ("last", "last.keras"), ("history", "history.csv"),
+            ("curves", "training_curves.png"), ("config", "config.json"), ("backup", "backup"),
+        )
+    }
+    interrupted_at = _backup_epoch(paths["backup"])
+    finished_before = os.path.isfile(paths["last"]) and interrupted_at is None
+    if finished_before and not config.resume:
+        raise UsageError(
+            f"{out} already holds a trained model (last.keras); pass --resume to train it further "
+            "or choose another --output-dir"
+        )
+    if config.resume and not finished_before and interrupted_at is None:
+        raise UsageError(f"--resume: nothing to resume in {out} (no last.keras, no backup/)")
+
+    # Data. The format's class order comes from the training set.
+    split = config.split
+    if config.format == "voc" and split is None and config.data and os.path.isdir(config.data):
+        split = default_split(config.data, "train")
+    train_set = load_dataset(config.data, config.format, split, config.annotations, config.images)
+    val_set = None
+    if config.val_split or config.val_annotations:
+        val_set = load_dataset(config.data, config.format, config.val_split, config.val_annotations,
+                               config.val_images, class_names=train_set.class_names)
+    if sum(len(r.labels) for r in train_set.records) == 0:
+        raise UsageError(f"the training set {train_set.source} has no objects")
+
+    os.makedirs(out, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    if finished_before:  # --resume after a finished run: model and optimizer from last.keras
+        model = load_model(paths["last"], compile=True)
+        if list(model.class_names or []) != train_set.class_names:
+            raise UsageError(f"--resume: the model's classes {model.class_names} differ from the data's "
+                             f"{train_set.class_names}")
+        initial_epoch = len(read_history(paths["history"]))
+    else:
+        model = build_detector(train_set.num_classes, train_set.class_names, config.backbone,
+                               config.image_min_size, config.image_max_size, config.anchor_sizes,
+                               parse_model_args(config.model_args))
+        model.compile(optimizer=_optimizer(config))
+        initial_epoch = interrupted_at or 0
+    if initial_epoch >= config.epochs:
+        print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
+        return {"model": model, "output_dir": out, "history": read_history(paths["history"]),
+                "epochs_done": initial_epoch, "wall_seconds": 0.0, "cpu_seconds": 0.0, "paths": paths}
+    continuing = initial_epoch > 0
+    if continuing:
+        _keep_history_before(paths["history"], initial_epoch)
+        how = "interrupted run (backup/)" if interrupted_at else "last.keras"
+        print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
+
+    min_size, max_size = model.image_min_size, model.image_max_size
+    train_data = training_dataset(
+        train_set, config.batch_size, min_size, max_size, flip=config.flip, jitter=config.jitter,
+        crop=config.random_crop, crop_min_scale=config.crop_min_scale, zoom_out=config.zoom_out,
+        seed=config.seed,
+    )
+    steps = math.ceil(len(train_set) / config.batch_size)
+    callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, continuing) + list(
+        callbacks or []
+    )
+
+    record = {
+        "command": _command_line(),
+        "arguments": dataclasses.asdict(config),
+        "class_names": train_set.class_names,
+        "num_train_images": len(train_set),
+        "num_val_images": len(val_set) if val_set is not None else 0,
+        "image_min_size": min_size,
+        "image_max_size": max_size,
+        "model": {k: v for k, v in model.get_config().items() if k not in ("dtype",)},
+    }
+    previous = {}
+    if continuing and os.path.isfile(paths["config"]):
+        with open(paths["config"], encoding="utf-8") as handle:
+            previous = json.load(handle)
+    record["runs"] = previous.get("runs", [])
+    write_json(paths["config"], record)
+    print(f"Training {model.backbone_name} Faster R-CNN on {len(train_set)} images "
+          f"({', '.join(train_set.class_names[:10])}{' …' if train_set.num_classes > 10 else ''}), "
+          f"validating on {len(val_set) if val_set else 0}; images resized to shorter side "
+          f"{min_size}, longer ≤ {max_size}. Output: {out}")
+
+    wall, cpu = time.time(), time.process_time()
+    try:
+        with warnings.catch_warnings():
+            # The batches come from a shuffled tf.data pipeline whose length Keras cannot know
+            # in advance (batches are grouped by orientation): both warnings would be noise.
+            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+            warnings.filterwarnings("ignore", message=".*ran out of data.*")
+            model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, verbose=config.verbose)
+    finally:
+        wall, cpu = time.time() - wall, time.process_time() - cpu
+        history = read_history(paths["history"])
+        record["runs"].append({"from_epoch": initial_epoch, "to_epoch": len(history),
+                               "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)})
+        record["epochs_done"] = len(history)
+        write_json(paths["config"], record)
+        if history:
+            plot_training_curves(paths["history"], paths["curves"])
+    summary = f"Trained {len(history) - initial_epoch} epoch(s) in {wall / 60:.1f} min ({cpu / 60:.1f} CPU min)."
+    maps = [r["val_mAP"] for r in history if not math.isnan(r.get("val_mAP", float("nan")))]
+    if maps:
+        summary += f" Best val_mAP {max(maps):.4f} (saved {paths['best']})."
+    print(summary + f" Last model: {paths['last']}")
+    return {"model": model, "output_dir": out, "history": history, "epochs_done": len(history),
+            "wall_seconds": wall, "cpu_seconds": cpu, "paths": paths}
+
+
+# ==========================================================================================
+# Faster R-CNN's 4-step alternating training
 
 
 # Which parts train and which losses count in each of the four steps.
@@ -58,6 +477,3 @@ def alternating_training(model, dataset, epochs=(1, 1, 1, 1), optimizer=None, ve
         for part, flag in trainable_before.items():
             getattr(model, part).trainable = flag
     return histories
-
-
-__all__ = ["alternating_training"]

@@ -1,7 +1,10 @@
-"""Pictures of detections, drawn with ``keras.visualization.draw_bounding_boxes``."""
+"""Pictures of detections, drawn with ``keras.visualization.draw_bounding_boxes``, and of
+training curves (PIL only: matplotlib is not a dependency)."""
+
+import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 import keras
 
@@ -43,3 +46,98 @@ def save_png(array, path):
     """Write a uint8 ``[H, W, 3]`` array as PNG."""
     Image.fromarray(np.asarray(array, np.uint8)).save(path)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# Training curves
+
+_CURVE_COLOURS = {
+    "loss": (0, 0, 0), "rpn_cls": (31, 119, 180), "rpn_box": (255, 127, 14), "cls": (44, 160, 44),
+    "box": (214, 39, 40), "val_mAP": (148, 103, 189),
+}
+
+
+def _nice_ticks(low, high, count=5):
+    """Round tick values (a step of 1, 2 or 5 × 10^k, at most ``count + 1`` ticks) in
+    ``low … high``."""
+    span = high - low if high > low else 1.0
+    step = 10 ** math.floor(math.log10(span / count))
+    for factor in (1, 2, 5, 10):
+        if span / (step * factor) <= count:
+            step *= factor
+            break
+    first = math.ceil(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + 1e-9 * span:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def _panel(draw, font, box, epochs, series, y_range, title):
+    """Line plot of ``series`` ({name: [values]}) over ``epochs`` in ``box`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    left, bottom, top, right = x0 + 52, y1 - 34, y0 + 24, x1 - 12
+    draw.text((x0 + 52, y0 + 4), title, fill=(0, 0, 0), font=font)
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    lo_x, hi_x = min(epochs), max(epochs)
+    hi_x = hi_x if hi_x > lo_x else lo_x + 1
+    lo_y, hi_y = y_range
+
+    def to_px(ex, value):
+        px = left + (ex - lo_x) / (hi_x - lo_x) * (right - left)
+        py = bottom - (value - lo_y) / (hi_y - lo_y) * (bottom - top)
+        return px, py
+
+    for tick in _nice_ticks(lo_y, hi_y):
+        _, py = to_px(lo_x, tick)
+        draw.line([left, py, right, py], fill=(225, 225, 225))
+        draw.text((x0 + 4, py - 6), f"{tick:g}", fill=(0, 0, 0), font=font)
+    for tick in _nice_ticks(lo_x, hi_x):
+        if float(tick).is_integer():
+            px, _ = to_px(tick, lo_y)
+            draw.line([px, bottom, px, bottom + 4], fill=(0, 0, 0))
+            draw.text((px - 6, bottom + 6), f"{int(tick)}", fill=(0, 0, 0), font=font)
+    draw.text(((left + right) // 2 - 16, bottom + 18), "epoch", fill=(0, 0, 0), font=font)
+    legend_x = x0 + 52 + draw.textlength(title, font=font) + 24  # legend on the title line
+    for name, values in series.items():
+        colour = _CURVE_COLOURS.get(name, (127, 127, 127))
+        points = [to_px(e, v) for e, v in zip(epochs, values) if v is not None and math.isfinite(v)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for px, py in points if len(points) < 40 else ():
+            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
+        draw.line([legend_x, y0 + 11, legend_x + 16, y0 + 11], fill=colour, width=3)
+        draw.text((legend_x + 20, y0 + 4), name, fill=(0, 0, 0), font=font)
+        legend_x += 32 + draw.textlength(name, font=font)
+
+
+def plot_training_curves(history_path, png_path, width=720):
+    """Draw the losses (top) and ``val_mAP`` (bottom, when logged) per epoch from a
+    CSVLogger ``history.csv`` into a PNG ``width`` pixels wide. Returns ``png_path``."""
+    from rcnn_zoo.training import read_history  # noqa: PLC0415 (cycle: training draws these curves)
+
+    rows = read_history(history_path)
+    if not rows:
+        raise ValueError(f"no epochs in {history_path}")
+    epochs = [r["epoch"] + 1 for r in rows]
+    losses = {k: [r.get(k) for r in rows] for k in ("loss", "rpn_cls", "rpn_box", "cls", "box") if k in rows[0]}
+    maps = [r.get("val_mAP", float("nan")) for r in rows]
+    has_map = any(math.isfinite(v) for v in maps)
+    height = 560 if has_map else 300
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    finite = [v for values in losses.values() for v in values if v is not None and math.isfinite(v)]
+    top = max(finite, default=1.0)
+    _panel(draw, font, (0, 0, width, 300), epochs, losses, (0.0, top * 1.05 or 1.0), "training losses")
+    if has_map:
+        best = max(v for v in maps if math.isfinite(v))
+        _panel(draw, font, (0, 290, width, 560), epochs, {"val_mAP": maps}, (0.0, 1.0),
+               f"validation mAP (best {best:.3f})")
+    image.save(png_path)
+    return png_path

@@ -14,6 +14,7 @@ import json
 import sys
 
 SOURCES = ("torchvision", "mmdet")
+EXIT_USAGE = 2  # a checkpoint that cannot be read or converted: the user's input, as in rcnn-zoo
 
 
 def add_convert_parser(subparsers):
@@ -55,7 +56,8 @@ def _add_arguments(parser):
 
 
 def run_convert(args):
-    """Run the conversion described by parsed ``args``; returns a process exit code."""
+    """Run the conversion described by parsed ``args``; returns a process exit code (0, or 2
+    when the input is missing or not a checkpoint that converts)."""
     from rcnn_zoo.convert import (  # noqa: PLC0415 (TensorFlow import only when running)
         CheckpointFormatError,
         ConversionError,
@@ -71,7 +73,7 @@ def run_convert(args):
         )
     except (FileNotFoundError, CheckpointFormatError, ConversionError) as error:
         print(f"rcnn-zoo convert: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     arguments = converter.model_arguments(model.num_classes)
     print(f"Wrote {args.output} ({len(model.weights)} variables) from {args.input}.")
     if not str(args.output).endswith(".keras"):

@@ -3,6 +3,7 @@ callback that logs mAP during ``fit`` (``callback``), and a whole-dataset evalua
 table (``report``)."""
 
 from rcnn_zoo.evaluation.callback import (
+    METRICS,
     MeanAveragePrecisionCallback,
     evaluate_detections,
     predict_detections,
@@ -22,4 +23,5 @@ __all__ = [
     "evaluate_detections",
     "evaluate_model",
     "format_ap_table",
+    "METRICS",
 ]

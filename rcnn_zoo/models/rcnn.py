@@ -52,6 +52,9 @@ from rcnn_zoo.ops import nms as nms_ops
 BACKBONE_DEFAULTS = {
     "vgg16": {"warp_size": 224, "fc_dim": 4096, "fc_dropout": 0.5, "region_batch_size": 32},
     "tiny": {"warp_size": 64, "fc_dim": 256, "fc_dropout": 0.0, "region_batch_size": 256},
+    # ResNet C4: conv5 takes 14×14 conv4 maps, i.e. 224 px regions; pool5 is its 2048-d average.
+    "resnet50": {"warp_size": 224, "fc_dim": 1024, "fc_dropout": 0.0, "region_batch_size": 16},
+    "resnet101": {"warp_size": 224, "fc_dim": 1024, "fc_dropout": 0.0, "region_batch_size": 16},
 }
 GENERIC_DEFAULTS = {"warp_size": 227, "fc_dim": 4096, "fc_dropout": 0.5, "region_batch_size": 32}
 
@@ -406,8 +409,8 @@ class RCNN(keras.Model):
         backbone_weights: ``None`` or ``"imagenet"`` (fc6/fc7 start random either way).
         classifier: ``"svm"`` (the paper's) or ``"softmax"`` (the fine-tuned C+1 softmax,
             appendix B's ablation) scores regions at test time.
-        warp_size: ``S``; default 224 for vgg16 (VGG's input, pool5 7×7), 64 for tiny, 227
-            (the paper's AlexNet) otherwise.
+        warp_size: ``S``; default 224 for vgg16 (VGG's input, pool5 7×7) and ResNet, 64 for
+            tiny, 227 (the paper's AlexNet) otherwise.
         context_padding: ``p`` pixels of context around the box at the warped size (16).
         bounding_box_format: format of boxes given (targets, proposals) and returned.
         class_names: optional ``num_classes`` names.
@@ -415,7 +418,8 @@ class RCNN(keras.Model):
             negatives' side of the margin), 0.05 for softmax probabilities.
         nms_threshold: class-wise NMS IoU threshold (0.3, the paper's).
         max_detections: ``D``.
-        fc_dim, fc_dropout: width and dropout of fc6/fc7 (vgg16: 4096, 0.5; tiny: 256, 0).
+        fc_dim, fc_dropout: width and dropout of fc6/fc7 (vgg16: 4096, 0.5; tiny: 256, 0;
+            ResNet: 1024, 0).
         proposal_mode, max_proposals: selective search at predict time (``"fast"``, 2000).
         region_batch_size: regions per forward pass in ``predict`` and feature extraction.
         box_weights: ``(wx, wy, ww, wh)`` of the regression targets; ``(1, 1, 1, 1)`` is the
@@ -494,8 +498,13 @@ class RCNN(keras.Model):
         if self.res5 is None:
             pooled_shape = self.pool5.compute_output_shape(feature.shape)
         else:
-            res5_shape = self.res5.compute_output_spec(feature).shape
-            pooled_shape = (None, 1, 1, res5_shape[-1])
+            expected = tuple(self.res5.input_shape[1:3])
+            if None not in expected and expected != tuple(feature.shape[1:3]):
+                raise ValueError(
+                    f"{self.backbone_name!r}'s conv5 stage takes {expected} conv4 maps; warp_size "
+                    f"{self.warp_size} gives {tuple(feature.shape[1:3])} (use 224)"
+                )
+            pooled_shape = (None, 1, 1, self.res5.output_shape[-1])
         if any(d is not None and d < 1 for d in pooled_shape[1:3]):
             raise ValueError(f"warp_size {self.warp_size} is too small for {self.backbone_name!r}")
         self.pool5_shape = tuple(int(d) for d in pooled_shape[1:])

@@ -27,6 +27,7 @@ from rcnn_zoo.ops import _validation
 from rcnn_zoo.ops.roi_pool import chunk_loop, empty_outputs_array
 
 _OP = "roi_align"
+MAX_SAMPLING_RATIO = 256
 
 # Corners beyond ±2^28 feature pixels are clipped there (keeps every int32 cast and float32
 # product in range; no real feature map comes near).
@@ -62,6 +63,11 @@ def roi_align(
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, numbers.Integral):
         raise ValueError(f"{_OP}: sampling_ratio must be an integer, got {sampling_ratio!r}")
     sampling_ratio = int(sampling_ratio)
+    if sampling_ratio > MAX_SAMPLING_RATIO:
+        # Same limit as the kernel (custom_ops/roi_common.h): sampling_ratio² samples per bin.
+        raise ValueError(
+            f"{_OP}: sampling_ratio must be at most {MAX_SAMPLING_RATIO}, got {sampling_ratio}"
+        )
     aligned = bool(aligned)
     module = _validation.select_module(impl, _OP)
     features, rois, dtype = _validation.prepare(features, rois, _OP)

@@ -1,5 +1,6 @@
 """The ``rcnn-zoo`` command line, run as users run it (``python -m rcnn_zoo.cli``) on a small VOC
-tree written here: real JPEGs with one coloured rectangle each, and their XML files."""
+tree written here: real JPEGs with one coloured rectangle each, and their XML files. Also the
+library functions behind it (``rcnn_zoo.training``, ``evaluation``, ``visualization``)."""
 
 import csv
 import json
@@ -12,6 +13,10 @@ import pytest
 from PIL import Image
 
 from rcnn_zoo import cli
+from rcnn_zoo.errors import UsageError
+from rcnn_zoo.evaluation import format_ap_table
+from rcnn_zoo.training import TrainConfig, parse_model_args, train
+from rcnn_zoo.visualization import plot_training_curves
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ("blue", "red")
@@ -170,14 +175,14 @@ def test_interrupted_training_continues_when_the_command_is_rerun(voc_tree, tmp_
             if epoch == 1:
                 raise Interrupted
 
-    config = cli.TrainConfig(data=str(voc_tree), split="train", epochs=2, batch_size=2, image_min_size=96,
-                             image_max_size=128, output_dir=str(tmp_path / "out"), verbose=0)
+    config = TrainConfig(data=str(voc_tree), split="train", epochs=2, batch_size=2, image_min_size=96,
+                         image_max_size=128, output_dir=str(tmp_path / "out"), verbose=0)
     with pytest.raises(Interrupted):
-        cli.train(config, callbacks=[Interrupt()])
+        train(config, callbacks=[Interrupt()])
     assert (tmp_path / "out" / "backup").is_dir()
     seen = []
     record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
-    result = cli.train(config, callbacks=[record])
+    result = train(config, callbacks=[record])
     assert seen == [1]
     assert _history_epochs(tmp_path / "out" / "history.csv") == [0, 1]
     assert result["epochs_done"] == 2
@@ -262,12 +267,12 @@ def test_an_unknown_format_is_an_argparse_error(capsys):
 
 
 def test_model_args_are_parsed_as_json():
-    assert cli.parse_model_args(["roi_head_dim=256", "anchor_sizes=[[32, 64]]", "roi_pooling=align",
+    assert parse_model_args(["roi_head_dim=256", "anchor_sizes=[[32, 64]]", "roi_pooling=align",
                                  "image_min_size=null"]) == {
         "roi_head_dim": 256, "anchor_sizes": [[32, 64]], "roi_pooling": "align", "image_min_size": None,
     }
-    with pytest.raises(cli.CLIError):
-        cli.parse_model_args(["no_equals_sign"])
+    with pytest.raises(UsageError):
+        parse_model_args(["no_equals_sign"])
 
 
 def test_ap_table_lists_classes_counts_and_means():
@@ -276,7 +281,7 @@ def test_ap_table_lists_classes_counts_and_means():
         "voc": {"mAP": 0.5, "per_class_AP": [0.5, float("nan")]},
         "voc07": {"mAP": 0.25, "per_class_AP": [0.25, float("nan")]},
     }
-    table = cli.format_ap_table(results).splitlines()
+    table = format_ap_table(results).splitlines()
     assert table[0].split()[:2] == ["class", "objects"]
     assert table[2].split() == ["cat", "3", "0.5000", "0.2500"]
     assert table[3].split() == ["dog", "0", "n/a", "n/a"]
@@ -288,7 +293,7 @@ def test_training_curves_are_drawn_without_matplotlib(tmp_path):
     history.write_text("epoch,box,cls,loss,lr,rpn_box,rpn_cls,val_mAP\n"
                        "0,0.3,0.5,1.4,0.001,0.05,0.5,nan\n1,0.2,0.3,0.9,0.0005,0.04,0.3,0.4\n"
                        "2,0.1,0.2,0.6,0.0001,0.03,0.2,0.6\n")
-    path = cli.plot_training_curves(history, tmp_path / "curves.png")
+    path = plot_training_curves(history, tmp_path / "curves.png")
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
     assert pixels.shape[0] > 400  # both panels: losses and mAP

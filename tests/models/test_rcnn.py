@@ -445,3 +445,12 @@ def test_keras_file_round_trip_gives_identical_predictions(tmp_path):
         loaded.score_regions(images[:1].astype("float32"), region, [0])[0],
         model.score_regions(images[:1].astype("float32"), region, [0])[0], atol=1e-6,
     )
+
+
+def test_resnet_c4_pool5_is_conv5_then_average_and_fpn_is_refused():
+    model = RCNN(2, backbone="resnet50")
+    assert model.warp_size == 224 and model.pool5_shape == (1, 1, 2048)
+    with pytest.raises(ValueError, match="use 224"):
+        RCNN(2, backbone="resnet50", warp_size=227)
+    with pytest.raises(ValueError, match="single-level"):
+        RCNN(2, backbone="resnet50_fpn")
