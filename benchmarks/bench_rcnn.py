@@ -146,7 +146,9 @@ def rcnn_test_time(image, backbone="vgg16", num_classes=20, num_proposals=2000, 
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image", default=DEFAULT_IMAGE)
     parser.add_argument("--backbone", default="vgg16")
     parser.add_argument("--proposals", type=int, default=2000)

@@ -1,7 +1,8 @@
 """Running a trained detector: load it (``.keras`` file or registered weights name) and detect
 objects in image files, writing annotated PNGs and ``detections.json`` (``rcnn-zoo predict``).
 
-Boxes are float32 xyxy in pixels of the original image (``docs/conventions.md``).
+Each image is fed at its original size, one at a time; the model resizes it. Boxes are float32
+xyxy in pixels of the original image (``docs/conventions.md``).
 """
 
 import os

@@ -1,5 +1,5 @@
-"""Small helpers of the training, evaluation and inference scripts: strict JSON files and
-progress bars."""
+"""Helpers shared by ``rcnn_zoo.training``, ``rcnn_zoo.evaluation.report``,
+``rcnn_zoo.inference`` and the CLI: strict JSON files and progress bars."""
 
 import json
 import math

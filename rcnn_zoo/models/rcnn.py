@@ -20,7 +20,17 @@ this model's layers:
    features, for regions with IoU ≥ 0.6 with a ground-truth box (a ``Dense(4C)`` with L2).
 
 :meth:`RCNN.prepare_regions` gathers the candidate regions of a training set (ground truth plus
-proposals, with their overlaps) and :meth:`RCNN.fine_tune_dataset` samples stage 1's batches.
+proposals, with their overlaps) and :meth:`RCNN.fine_tune_dataset` samples stage 1's batches:
+
+    model = RCNN(num_classes=20, backbone="vgg16", backbone_weights="imagenet")
+    regions = model.prepare_regions(images, boxes, labels)        # selective search, overlaps
+    model.fine_tune(model.fine_tune_dataset(regions, num_batches=20000), epochs=1)
+    model.train_svms(regions)
+    model.train_box_regressors(regions)
+    detections = model.predict(test_images)                       # selective search inside
+
+Training sets live in memory (images, and the fc7/pool5 features of every region during the
+SVM and regressor stages); the paper's VOC-scale runs cached features on disk instead.
 
 Why R-CNN is not a :class:`~rcnn_zoo.models.detector.TwoStageDetector`: that protocol trains
 one multi-task loss per image batch in one forward pass. R-CNN trains three separate objectives
@@ -636,15 +646,18 @@ class RCNN(keras.Model):
 
     # ------------------------------------------------------------------ compiled functions
     def _function(self, name):
-        """tf.functions traced once for any number of regions and any image size."""
-        if name not in self._functions:
+        """tf.functions traced once for any number of regions and any image size (per
+        classifier, so switching ``model.classifier`` takes effect)."""
+        key = (name, self.classifier)
+        if key not in self._functions:
             image_spec = tf.TensorSpec([None, None, None, 3], tf.float32)
             box_spec = tf.TensorSpec([None, 4], tf.float32)
             index_spec = tf.TensorSpec([None], tf.int32)
             size_spec = tf.TensorSpec([None, 2], tf.int32)
             # Images come prepared by pad_for_warp (once per image set, not per chunk).
             if name == "score":
-                fn = tf.function(self._score_padded, input_signature=[image_spec, box_spec, index_spec, size_spec])
+                fn = tf.function(self._score_padded,
+                                 input_signature=[image_spec, box_spec, index_spec, size_spec])
             elif name == "features":
                 fn = tf.function(
                     lambda padded, boxes, indices, sizes: self.region_features(
@@ -665,8 +678,8 @@ class RCNN(keras.Model):
                 )
             else:
                 raise KeyError(name)
-            self._functions[name] = fn
-        return self._functions[name]
+            self._functions[key] = fn
+        return self._functions[key]
 
     # ------------------------------------------------------------------ inference
     def propose(self, image):
@@ -713,7 +726,8 @@ class RCNN(keras.Model):
             if proposals is None:
                 boxes = self.propose(image)
             else:
-                boxes = self._to_xyxy(np.asarray(proposals[i], np.float32).reshape(-1, 4), height, width).numpy()
+                given = np.asarray(proposals[i], np.float32).reshape(-1, 4)
+                boxes = self._to_xyxy(given, height, width).numpy()
                 boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
             results.append(self._detect_image(image, boxes, chunk))
             if progress is not None:
@@ -762,15 +776,16 @@ class RCNN(keras.Model):
         )
 
     # ------------------------------------------------------------------ training data
-    def prepare_regions(self, images, boxes, labels, proposals=None, verbose=0):
+    def prepare_regions(self, images, boxes, labels, proposals=None, cache_dir=None, verbose=0):
         """Candidate regions of a training set: ground-truth boxes plus proposals.
 
         Args:
             images: ``[N, H, W, 3]`` raw pixels or a list of images of any sizes.
             boxes: per image ``[G_i, 4]`` in ``bounding_box_format`` (or padded ``[N, G, 4]``).
             labels: per image ``[G_i]`` (``-1`` = padding).
-            proposals: per image ``[R_i, 4]`` xyxy pixels (``rcnn_zoo.proposals`` format, e.g.
-                from the cached ``compute_proposals``); ``None`` runs :meth:`propose`.
+            proposals: per image ``[R_i, 4]`` xyxy pixels (``rcnn_zoo.proposals`` format);
+                ``None`` runs selective search with the model's settings through
+                ``rcnn_zoo.proposals.compute_proposals`` (cached in ``cache_dir`` if given).
         Returns:
             a :class:`RegionSet` (kept in memory, with the images).
         """
@@ -784,12 +799,10 @@ class RCNN(keras.Model):
             )
             xyxy.append(box_ops.clip_to_image(converted, h, w).numpy())
         if proposals is None:
-            proposals = []
-            progress = keras.utils.Progbar(len(images)) if verbose else None
-            for i, image in enumerate(images):
-                proposals.append(self.propose(image))
-                if progress is not None:
-                    progress.update(i + 1)
+            from rcnn_zoo.proposals import compute_proposals  # noqa: PLC0415 (OpenCV is optional)
+
+            proposals = compute_proposals(images, cache_dir=cache_dir, mode=self.proposal_mode,
+                                          max_proposals=self.max_proposals, verbose=bool(verbose))
         return build_region_set(images, xyxy, labels, proposals, self.num_classes)
 
     def fine_tune_dataset(self, regions, num_batches, batch_size=128, foreground_fraction=0.25,
@@ -834,7 +847,9 @@ class RCNN(keras.Model):
             picked = tf.concat(
                 [draw(foreground, num_fg, seed_pair), draw(background, num_bg, seed_pair + 1)], 0
             )
-            warped = self._warp_padded(padded, tf.gather(boxes, picked), tf.gather(image_index, picked), sizes)
+            warped = self._warp_padded(
+                padded, tf.gather(boxes, picked), tf.gather(image_index, picked), sizes
+            )
             return warped, tf.gather(head_labels, picked)
 
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)

@@ -90,7 +90,8 @@ def test_warp_scales_each_axis_and_interpolates_bilinearly():
     image = _coordinate_image(10, 12)
     out = warp_regions(image, np.array([[2.0, 3.0, 6.0, 5.0]], "float32"), [0], 8, 2, FILL).numpy()[0]
     np.testing.assert_allclose(out[..., 0], np.broadcast_to(np.arange(8.0), (8, 8)), atol=1e-4)
-    np.testing.assert_allclose(out[..., 1], np.broadcast_to((1.75 + 0.5 * np.arange(8.0))[:, None], (8, 8)), atol=1e-4)
+    rows = 1.75 + 0.5 * np.arange(8.0)
+    np.testing.assert_allclose(out[..., 1], np.broadcast_to(rows[:, None], (8, 8)), atol=1e-4)
 
 
 def test_warp_fills_outside_the_image_and_repeats_the_edge_inside_it():
@@ -123,8 +124,8 @@ def test_warp_runs_in_a_graph_with_unknown_shapes():
         input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, 4]),
                          tf.TensorSpec([None], tf.int32)],
     )
-    np.testing.assert_allclose(graph(images, boxes, indices), warp_regions(images, boxes, indices, 16, 2, FILL),
-                               atol=1e-4)
+    eager = warp_regions(images, boxes, indices, 16, 2, FILL)
+    np.testing.assert_allclose(graph(images, boxes, indices), eager, atol=1e-4)
 
 
 def test_padding_value_is_the_backbones_mean_pixel():
@@ -210,7 +211,8 @@ def test_fine_tune_dataset_draws_32_foreground_and_96_background_regions():
     assert (labels == 2).sum() == 32 and (labels == 0).sum() == 96  # class 1 is head index 2
     # The only foreground region is the ground-truth box: every foreground crop is its warp.
     expected = model.warp(images.astype("float32"), gt, [0]).numpy()[0]
-    np.testing.assert_allclose(crops.numpy()[labels == 2], np.broadcast_to(expected, (32, 32, 32, 3)), atol=1e-3)
+    foreground = crops.numpy()[labels == 2]
+    np.testing.assert_allclose(foreground, np.broadcast_to(expected, foreground.shape), atol=1e-3)
     # A new epoch draws new background regions.
     again = list(model.fine_tune_dataset(regions, num_batches=1, batch_size=128, seed=5))[0][0]
     assert not np.allclose(again.numpy()[labels == 0], crops.numpy()[labels == 0])

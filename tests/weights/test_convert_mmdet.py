@@ -152,7 +152,7 @@ def test_convert_command_on_a_legacy_checkpoint(converted, tmp_path, capsys):
     bad = tmp_path / "not_a_checkpoint.pth"
     bad.write_text("<html>404</html>")
     args = parser.parse_args(["convert", "--from", "mmdet", "--input", str(bad), "--output", str(output)])
-    assert run_convert(args) == 1
+    assert run_convert(args) == 2  # a user error, exit code 2 as in the rest of rcnn-zoo
     assert "not a PyTorch checkpoint" in capsys.readouterr().err
 
 
