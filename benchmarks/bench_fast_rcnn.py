@@ -168,7 +168,8 @@ def print_tables(search_rows, model_rows):
         print(f"{'selective search':<18}{'image':>10}{'searched at':>13}{'boxes':>8}{'s/image':>10}")
         for r in search_rows:
             size = f"{r['image_size'][0]}x{r['image_size'][1]}"
-            print(f"{r['mode']:<18}{size:>10}{r['searched_longer_side']:>13}{r['proposals']:>8}{r['seconds']:>10}")
+            print(f"{r['mode']:<18}{size:>10}{r['searched_longer_side']:>13}{r['proposals']:>8}{r['seconds']:>10}",
+                  flush=True)
     if model_rows:
         print(f"{'FastRCNN':<14}{'fc6/fc7 rank':>14}{'resized':>10}{'R':>6}{'params M':>10}{'fc GMAC':>9}"
               f"{'infer s':>9}{'trunk s':>9}{'head s':>9}")
@@ -197,10 +198,11 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     image = load_image(args.image)
     search_rows = [] if args.skip_search else bench_selective_search(image, repeats=args.repeats)
+    print_tables(search_rows, [])
     model_rows = [] if args.skip_model else bench_fast_rcnn(
         image, num_proposals=args.num_proposals, repeats=args.repeats
     )
-    print_tables(search_rows, model_rows)
+    print_tables([], model_rows)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(

@@ -17,6 +17,6 @@ __version__ = "0.1.0"
 
 from rcnn_zoo import layers, ops  # noqa: E402
 from rcnn_zoo.export import export_saved_model  # noqa: E402
-from rcnn_zoo.models import RFCN, FasterRCNN, FastRCNN, TwoStageDetector  # noqa: E402
+from rcnn_zoo.models import RCNN, RFCN, FasterRCNN, FastRCNN, TwoStageDetector  # noqa: E402
 
-__all__ = ["FastRCNN", "FasterRCNN", "RFCN", "TwoStageDetector", "export_saved_model", "layers", "ops", "__version__"]
+__all__ = ["RCNN", "FastRCNN", "FasterRCNN", "RFCN", "TwoStageDetector", "export_saved_model", "layers", "ops", "__version__"]

@@ -3,6 +3,7 @@
 from rcnn_zoo.models.detector import TwoStageDetector
 from rcnn_zoo.models.fast_rcnn import FastRCNN
 from rcnn_zoo.models.faster_rcnn import FasterRCNN
+from rcnn_zoo.models.rcnn import RCNN
 from rcnn_zoo.models.rfcn import RFCN
 
-__all__ = ["TwoStageDetector", "FastRCNN", "FasterRCNN", "RFCN"]
+__all__ = ["TwoStageDetector", "RCNN", "FastRCNN", "FasterRCNN", "RFCN"]

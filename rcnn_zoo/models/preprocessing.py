@@ -64,3 +64,18 @@ def normalize(images, mode):
     if mode == "unit":
         return images / 255.0 - 0.5
     raise ValueError(f"Unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}")
+
+
+def mean_pixel(mode):
+    """Raw RGB pixel (0..255) that the backbone's normalisation ``mode`` maps to zero.
+
+    R-CNN pads warped regions with it where they leave the image, as the paper pads with the
+    mean image that is then subtracted.
+    """
+    if mode == "caffe":
+        return tuple(reversed(_CAFFE_MEAN_BGR))
+    if mode == "torch":
+        return tuple(_IMAGENET_MEAN)
+    if mode in ("unit", "raw"):  # unit: x/255 − 0.5; raw (MobileNet) rescales 127.5 to 0
+        return (127.5, 127.5, 127.5)
+    raise ValueError(f"Unknown preprocessing mode {mode!r}")

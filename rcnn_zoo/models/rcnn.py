@@ -75,21 +75,6 @@ FEATURE_NORM = 20.0
 SVM_HARD_THRESHOLD = -1.0 - 1e-4  # a negative scoring above this violates the margin
 
 
-def mean_pixel(mode):
-    """Raw RGB pixel (0..255) that the backbone's normalisation ``mode`` maps to zero.
-
-    Regions are padded with it where they leave the image, as the paper pads with the mean
-    image that is then subtracted.
-    """
-    if mode == "caffe":
-        return tuple(reversed(preprocessing._CAFFE_MEAN_BGR))
-    if mode == "torch":
-        return tuple(preprocessing._IMAGENET_MEAN)
-    if mode in ("unit", "raw"):  # unit: x/255 − 0.5; raw (MobileNet) rescales 127.5 to 0
-        return (127.5, 127.5, 127.5)
-    raise ValueError(f"Unknown preprocessing mode {mode!r}")
-
-
 # ---------------------------------------------------------------------------- warping
 def context_boxes(boxes, warp_size, context_padding):
     """Dilate ``[..., 4]`` xyxy boxes about their centres by ``S / (S − 2p)`` per axis.
@@ -117,7 +102,7 @@ def warp_regions(images, boxes, box_indices, warp_size, context_padding=16, fill
         warp_size: ``S``, Python int.
         context_padding: ``p`` pixels of context at the warped size, ``0 ≤ p < S/2``.
         fill_value: scalar or ``[3]`` pixel used where a dilated box leaves its image (the mean
-            pixel, see :func:`mean_pixel`).
+            pixel, see :func:`rcnn_zoo.models.preprocessing.mean_pixel`).
         image_sizes: optional ``[B, 2]`` (height, width) of each image inside the padded batch;
             default the batch's ``H, W``.
 
@@ -495,7 +480,7 @@ class RCNN(keras.Model):
                 f"{self.backbone_name!r} has levels {spec.feature_names}"
             )
         self.preprocessing = spec.preprocessing
-        self.fill_pixel = mean_pixel(spec.preprocessing)
+        self.fill_pixel = preprocessing.mean_pixel(spec.preprocessing)
         self.backbone = spec.model
         self.feature_name = spec.feature_names[0]
         self.res5 = spec.res5 if spec.roi_head == "res5" else None
