@@ -1,11 +1,16 @@
 """Faster R-CNN speed on the CPU: inference latency and training step time, with FLOPs.
 
     python benchmarks/bench_faster_rcnn.py [--image PATH] [--repeats 5] [--threads 2]
+        [--input-size 800x1066] [--policies float32 mixed_bfloat16]
 
 Prints a table and writes benchmarks/results/faster_rcnn.json. Configurations: resnet50_fpn at
 800 px (torchvision fasterrcnn_resnet50_fpn's setting; reference point: about 2.2 s per
 800×1066 image on 2 threads) and vgg16 at 600 px (the paper's), random weights (speed does not
 depend on them), on a real photo from ../shared/datasets/raccoon by default.
+
+``--input-size HxW`` resizes the photo to exactly that size first (800x1066 is torchvision's
+reference size, so the model does not resize it further); ``--policies`` adds rows under other
+Keras dtype policies (``mixed_bfloat16`` uses oneDNN's bf16 kernels on CPUs with AVX512_BF16).
 
 FLOPs are counted by TensorFlow's profiler on the traced inference graph (2 FLOPs per
 multiply-add; convolutions and matmuls dominate; the RoI ops and NMS are not counted).
@@ -50,12 +55,13 @@ def _median_time(function, args, repeats):
     return statistics.median(times)
 
 
-def bench_config(backbone, min_size, max_size, image, repeats):
+def bench_config(backbone, min_size, max_size, image, repeats, policy="float32"):
     import tensorflow as tf  # noqa: PLC0415
 
     import keras  # noqa: PLC0415
     import rcnn_zoo  # noqa: PLC0415
 
+    keras.mixed_precision.set_dtype_policy(policy)
     keras.utils.set_random_seed(0)
     model = rcnn_zoo.FasterRCNN(
         num_classes=20, backbone=backbone, image_min_size=min_size, image_max_size=max_size
@@ -72,8 +78,10 @@ def bench_config(backbone, min_size, max_size, image, repeats):
     step = tf.function(lambda x, y: model.train_step((x, y)))
     train_time = _median_time(step, (batch, targets), max(2, repeats // 2))
     resized = model.preprocess(batch)[0].shape[1:3]
+    keras.mixed_precision.set_dtype_policy("float32")
     return {
         "backbone": backbone,
+        "policy": policy,
         "input_size": list(image.shape[:2]),
         "resized_to": [int(resized[0]), int(resized[1])],
         "ops": rcnn_zoo.ops.implementation(),
@@ -91,20 +99,32 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "faster_rcnn.json"))
     parser.add_argument("--configs", nargs="*", default=[c[0] for c in CONFIGS])
+    parser.add_argument("--input-size", default=None, help="HxW, e.g. 800x1066")
+    parser.add_argument("--policies", nargs="*", default=["float32"])
     args = parser.parse_args()
 
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    image = np.asarray(Image.open(args.image).convert("RGB"))
-    rows = [bench_config(b, lo, hi, image, args.repeats) for b, lo, hi in CONFIGS if b in args.configs]
-    header = f"{'backbone':<14}{'resized':>12}{'ops':>10}{'infer s':>10}{'train s':>10}{'GFLOPs':>10}{'GFLOP/s':>10}"
+    photo = Image.open(args.image).convert("RGB")
+    if args.input_size:
+        height, width = (int(v) for v in args.input_size.lower().split("x"))
+        photo = photo.resize((width, height), Image.BILINEAR)
+    image = np.asarray(photo)
+    rows = [
+        bench_config(b, lo, hi, image, args.repeats, policy)
+        for policy in args.policies
+        for b, lo, hi in CONFIGS
+        if b in args.configs
+    ]
+    header = (f"{'backbone':<14}{'policy':>16}{'resized':>12}{'ops':>10}{'infer s':>10}{'train s':>10}"
+              f"{'GFLOPs':>10}{'GFLOP/s':>10}")
     print(header)
     for r in rows:
         size = f"{r['resized_to'][0]}x{r['resized_to'][1]}"
-        print(f"{r['backbone']:<14}{size:>12}{r['ops']:>10}{r['inference_s']:>10}{r['train_step_s']:>10}"
-              f"{r['inference_gflops']:>10}{r['achieved_gflops_per_s']:>10}")
+        print(f"{r['backbone']:<14}{r['policy']:>16}{size:>12}{r['ops']:>10}{r['inference_s']:>10}"
+              f"{r['train_step_s']:>10}{r['inference_gflops']:>10}{r['achieved_gflops_per_s']:>10}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump({"threads": args.threads, "image": os.path.basename(args.image), "results": rows}, handle, indent=2)
