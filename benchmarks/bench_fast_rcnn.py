@@ -14,7 +14,9 @@ Prints two tables and writes benchmarks/results/fast_rcnn.json.
   max 1000), ``R`` proposals (selective search boxes topped up with random boxes so that all
   ``R`` rows are real proposals), 20 classes: whole-image latency, the backbone alone, and the
   rest (RoI pooling, fc6/fc7, predictor, NMS) by difference; uncompressed and with fc6 rank 1024,
-  fc7 rank 256 (the paper's ranks). Multiply-adds of fc6/fc7 are counted by hand.
+  fc7 rank 256 (the paper's ranks). Both models are timed in turn within each repeat and the
+  best of the repeats is reported (medians in the JSON): the CPU is shared. Multiply-adds of
+  fc6/fc7 are counted by hand.
 
 The functions ``bench_selective_search`` and ``bench_fast_rcnn`` return the table rows, for a
 larger benchmark to call.
@@ -43,7 +45,8 @@ def load_image(path):
         return np.asarray(image.convert("RGB"))
 
 
-def _median_seconds(function, repeats, warmup=1):
+def _timings(function, repeats, warmup=1):
+    """Wall-clock seconds of ``repeats`` calls of ``function`` after ``warmup`` calls."""
     for _ in range(warmup):
         function()
     times = []
@@ -51,12 +54,13 @@ def _median_seconds(function, repeats, warmup=1):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
-def bench_selective_search(image, modes=("fast", "quality"), max_sides=(None, 500), repeats=3,
+def bench_selective_search(image, modes=("fast", "quality"), max_sides=(None, 500), repeats=5,
                            num_threads=1, max_proposals=2000):
-    """Median seconds of ``selective_search`` per (mode, max_side). Returns a list of dicts."""
+    """Seconds of ``selective_search`` per (mode, max_side): best and median of ``repeats``
+    runs (quality mode: a third as many). Returns a list of dicts."""
     from rcnn_zoo.proposals import selective_search  # noqa: PLC0415
 
     rows = []
@@ -70,7 +74,7 @@ def bench_selective_search(image, modes=("fast", "quality"), max_sides=(None, 50
 
             # Quality mode is slow: one timed run after no warm-up is enough to rank it.
             reps = repeats if mode == "fast" else max(1, repeats // 3)
-            seconds = _median_seconds(run, reps, warmup=0 if mode == "quality" else 1)
+            times = _timings(run, reps, warmup=0 if mode == "quality" else 1)
             longest = max(image.shape[:2])
             searched = longest if max_side is None or longest <= max_side else max_side
             rows.append({
@@ -79,7 +83,9 @@ def bench_selective_search(image, modes=("fast", "quality"), max_sides=(None, 50
                 "searched_longer_side": int(searched),
                 "opencv_threads": num_threads,
                 "proposals": int(len(boxes[0])),
-                "seconds": round(seconds, 3),
+                "seconds": round(min(times), 3),
+                "median_seconds": round(statistics.median(times), 3),
+                "repeats": reps,
             })
     return rows
 
@@ -112,12 +118,14 @@ def fc_multiply_adds(model, num_rois):
     return int(total) * num_rois
 
 
-def bench_fast_rcnn(image, num_proposals=2000, ranks=(None, PAPER_RANKS), repeats=3,
+def bench_fast_rcnn(image, num_proposals=2000, ranks=(None, PAPER_RANKS), repeats=5,
                     backbone="vgg16", min_size=600, max_size=1000, num_classes=20):
     """Latency of FastRCNN on one image with ``num_proposals`` proposals, per SVD setting.
 
-    ``ranks``: ``None`` (uncompressed) or ``(fc6_rank, fc7_rank)`` entries. Returns a list of
-    dicts (seconds are medians over ``repeats`` after one warm-up call).
+    ``ranks``: ``None`` (uncompressed) or ``(fc6_rank, fc7_rank)`` entries. The models are
+    timed in turn within each repeat (so a change of machine load hits them alike), after one
+    warm-up call each. Returns a list of dicts with the best and the median of ``repeats``
+    runs; the best is the one to compare on a shared machine.
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -131,7 +139,7 @@ def bench_fast_rcnn(image, num_proposals=2000, ranks=(None, PAPER_RANKS), repeat
         "images": tf.constant(image[None].astype("float32")),
         "proposals": tf.constant(proposals_for(image, num_proposals)),
     }
-    rows = []
+    entries = []
     for setting in ranks:
         start = time.perf_counter()
         model = base if setting is None else base.compress_fc_layers(*setting)
@@ -140,10 +148,25 @@ def bench_fast_rcnn(image, num_proposals=2000, ranks=(None, PAPER_RANKS), repeat
         features = tf.function(
             lambda images, model=model: model.backbone(model.preprocess(images)[0], training=False)
         )
-        total = _median_seconds(lambda: infer(inputs)["num_detections"].numpy(), repeats)
-        trunk = _median_seconds(
-            lambda: [v.numpy() for v in features(inputs["images"]).values()], repeats
-        )
+        runs = {
+            "inference": lambda infer=infer: infer(inputs)["num_detections"].numpy(),
+            "backbone": lambda features=features: [
+                v.numpy() for v in features(inputs["images"]).values()
+            ],
+        }
+        for run in runs.values():
+            run()  # warm-up: tracing
+        entries.append((setting, model, compress_seconds, runs, {name: [] for name in runs}))
+    for _ in range(repeats):
+        for _, _, _, runs, times in entries:
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+
+    rows = []
+    for setting, model, compress_seconds, _, times in entries:
+        best = {name: min(values) for name, values in times.items()}
         resized = model.preprocess(inputs["images"])[0].shape[1:3]
         rows.append({
             "backbone": backbone,
@@ -155,9 +178,12 @@ def bench_fast_rcnn(image, num_proposals=2000, ranks=(None, PAPER_RANKS), repeat
             "ops": rcnn_zoo.ops.implementation(),
             "parameters_millions": round(model.count_params() / 1e6, 1),
             "fc_gmacs": round(fc_multiply_adds(model, num_proposals) / 1e9, 1),
-            "inference_s": round(total, 3),
-            "backbone_s": round(trunk, 3),
-            "roi_head_and_nms_s": round(total - trunk, 3),
+            "inference_s": round(best["inference"], 3),
+            "backbone_s": round(best["backbone"], 3),
+            "roi_head_and_nms_s": round(best["inference"] - best["backbone"], 3),
+            "inference_median_s": round(statistics.median(times["inference"]), 3),
+            "backbone_median_s": round(statistics.median(times["backbone"]), 3),
+            "repeats": repeats,
             "svd_compression_s": round(compress_seconds, 1) if setting is not None else None,
         })
     return rows
@@ -183,7 +209,7 @@ def print_tables(search_rows, model_rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=DEFAULT_IMAGE)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--num-proposals", type=int, default=2000)
     parser.add_argument("--skip-search", action="store_true")

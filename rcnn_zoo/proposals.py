@@ -13,10 +13,11 @@ row is a proposal when it has positive width and height).
     per_image = compute_proposals(paths, cache_dir="ss")     # cached as .npz, one per image
     batch = pad_proposals(per_image[:2], max_proposals=2000) # [2, 2000, 4]
 
-Speed: selective search is sequential C++ and its cost grows faster than the pixel count
-(about 0.5 s for a 325×208 image and 3–4 s for 650×417 in fast mode on one core; quality mode is
-5–10× slower), so images whose longer side exceeds ``max_side`` (500 px by default, the size
-R-CNN ran it at) are shrunk first and the boxes mapped back with the exact per-axis factors.
+Speed: selective search is sequential C++ and its cost grows faster than the pixel count. On
+the 650×417 raccoon photo, one core: fast mode 1.5 s at full size, 0.7 s shrunk to 500 px;
+quality mode 5.1 s and 2.5 s (``benchmarks/bench_fast_rcnn.py``). So images whose longer side
+exceeds ``max_side`` (500 px by default, the size R-CNN ran it at) are shrunk first and the boxes
+mapped back with the exact per-axis factors.
 """
 
 import ctypes

@@ -2,8 +2,8 @@
 on the CPU and require mAP@0.5 ≥ 0.9 on freshly generated images (a different seed).
 
 Training proposals are jittered ground-truth boxes plus random boxes, not selective search:
-selective search costs about 0.2 s per 128×128 image on one core, so the 2400 training images
-would take 8 minutes, while these stand-ins are instant. They imitate what selective search
+selective search costs 0.1–0.2 s per 128×128 image on one core, so the 2400 training images
+would take 4–8 minutes, while these stand-ins are instant. They imitate what selective search
 gives (it finds 99.5 % of these shapes at IoU ≥ 0.5 with about 150 boxes per image): a few boxes
 around each object, from tight to loose (centre shifted by N(0, 0.15)·size, sides scaled by
 exp N(0, 0.2): IoU with the object spread over about 0.3–0.95), among many boxes over the
