@@ -42,6 +42,7 @@ from rcnn_zoo.ops import boxes as box_ops
 INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "float_image_tensor")
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "input_tensor"
+PROPOSALS_NAME = "proposals"  # second input of models that take external proposals (Fast R-CNN)
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 LABELS_FILENAME = "labels.txt"
 LABEL_MAP_FILENAME = "label_map.pbtxt"
@@ -135,7 +136,7 @@ def serving_fn(model, input_type):
     if input_type not in _INPUT_SPECS:
         raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
 
-    def serve(input_tensor):
+    def serve(input_tensor, proposals=None):
         if input_type == "encoded_image_string_tensor":
             images, sizes = decode_images(input_tensor)
         else:
@@ -144,10 +145,18 @@ def serving_fn(model, input_type):
             sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
         images = tf.cast(images, tf.float32)
         shape = tf.shape(images)
-        outputs = model(images, training=False)
+        if proposals is None:
+            outputs = model(images, training=False)
+        else:
+            # Fast R-CNN: proposals [B, R, 4] in each image's own pixels (padding bottom/right
+            # for encoded batches does not move them), computed by the client.
+            outputs = model({"images": images, "proposals": proposals}, training=False)
         return detections_to_od_api(model, outputs, shape[1], shape[2], sizes)
 
-    return tf.function(serve, input_signature=[_INPUT_SPECS[input_type]], autograph=False)
+    signature = [_INPUT_SPECS[input_type]]
+    if getattr(model, "takes_proposals", False):
+        signature.append(tf.TensorSpec([None, None, 4], tf.float32, name=PROPOSALS_NAME))
+    return tf.function(serve, input_signature=signature, autograph=False)
 
 
 def custom_op_types(graph_def):
@@ -199,7 +208,11 @@ def _check_model(model):
         )
     if not model.built:
         # Build eagerly: creating variables while tracing the serving function would fail.
-        model(tf.zeros([1, 64, 64, 3], tf.float32), training=False)
+        images = tf.zeros([1, 64, 64, 3], tf.float32)
+        if getattr(model, "takes_proposals", False):
+            model({"images": images, "proposals": tf.zeros([1, 1, 4])}, training=False)
+        else:
+            model(images, training=False)
 
 
 def export_saved_model(model, path, input_type="image_tensor", verbose=True, portable=True):

@@ -107,6 +107,8 @@ class FastRCNN(TwoStageDetector):
     """
 
     LOSS_NAMES = ("cls", "box")
+    # export_saved_model adds a "proposals" serving input for models that take them.
+    takes_proposals = True
 
     def __init__(
         self,
