@@ -383,8 +383,7 @@ def add_proposals(dataset, proposals, max_proposals=None):
     ``targets["scale"]`` into the resized pixels the pipeline produced. Shuffling is fine: the
     lookup follows the image id.
 
-    Horizontal flips are not visible in the metadata: build the dataset with ``flip=False``
-    (if a ``"flipped"`` flag is ever added to the metadata, it is honoured here).
+    Horizontally flipped images (the pipeline's ``"flipped"`` metadata) get mirrored proposals.
 
     Args:
         dataset: batched dataset with ``image_id [B]`` and ``scale [B, 2]`` in its targets.

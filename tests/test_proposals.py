@@ -231,3 +231,20 @@ def test_add_proposals_follows_image_ids_and_resizing(tmp_path):
     assert seen == {0, 1, 2}
     with pytest.raises(ValueError, match="return_metadata"):
         proposals.add_proposals(make_tf_dataset(records, batch_size=2), per_image)
+
+
+def test_add_proposals_mirrors_proposals_of_flipped_images(tmp_path):
+    import cv2
+
+    from rcnn_zoo.data import DetectionRecord, make_tf_dataset
+
+    path = str(tmp_path / "img.png")
+    cv2.imwrite(path, np.zeros((40, 100, 3), np.uint8))
+    records = [DetectionRecord(path, 0, [[10, 5, 30, 25]], [0], [False], 40, 100)]
+    dataset = make_tf_dataset(records, batch_size=1, training=True, flip=1.0, seed=0,
+                              return_metadata=True)
+    x, y = next(iter(proposals.add_proposals(dataset, [np.array([[10, 5, 30, 25]], np.float32)])))
+    assert bool(y["flipped"][0])
+    # mirrored in a 100 px wide image: x' = 100 - x
+    np.testing.assert_allclose(x["proposals"][0, 0].numpy(), [70, 5, 90, 25])
+    np.testing.assert_allclose(y["boxes"][0, 0].numpy(), [70, 5, 90, 25])

@@ -20,7 +20,7 @@ With ``training=False`` the targets also carry ``"difficult"`` (bool ``[B, G]``:
 ``"scale"`` (float32 ``[B, 2]``: ``(sy, sx)``, resized / original size), ``"original_size"``
 and ``"image_size"`` (int32 ``[B, 2]``: ``(height, width)`` before resizing and after resizing,
 before padding), so that predictions can be mapped back to original pixels: divide x by ``sx``,
-y by ``sy``.
+y by ``sy``; and ``"flipped"`` (bool ``[B]``: the image was mirrored horizontally).
 """
 
 import concurrent.futures
@@ -401,8 +401,8 @@ def make_tf_dataset(
         use_difficult: keep ``difficult``/crowd objects in training batches.
         cache: ``True`` keeps the decoded images (uint8, original size) in memory after the
             first epoch; a string caches them in that file. Worth it for small datasets.
-        return_metadata: add ``image_id``, ``scale``, ``original_size``, ``image_size`` to the
-            targets (see the module docstring).
+        return_metadata: add ``image_id``, ``scale``, ``original_size``, ``image_size`` and
+            ``flipped`` to the targets (see the module docstring).
         drop_remainder: drop a last incomplete batch (static batch dimension).
         num_parallel_calls: parallelism of decoding and augmentation.
 
@@ -481,6 +481,7 @@ def make_tf_dataset(
         start, end = splits_t[index], splits_t[index + 1]
         boxes = boxes_t[start:end] * tf.stack([scale[1], scale[0], scale[1], scale[0]])
         labels, difficult = labels_t[start:end], difficult_t[start:end]
+        flipped = tf.constant(False)
         if randomized:
             element_seed = tf.stack([rng, tf.cast(index, tf.int64)])
             seeds = tf.random.experimental.stateless_split(element_seed, 2)
@@ -503,6 +504,7 @@ def make_tf_dataset(
                 scale=scale,
                 original_size=sizes_t[index],
                 image_size=new_size,
+                flipped=flipped,  # so per-image side data (e.g. proposals) can be mirrored too
             )
         return image, targets
 
@@ -530,8 +532,8 @@ def make_tf_dataset(
         target_shapes["difficult"] = [g]
         target_padding["difficult"] = False
     if return_metadata:
-        target_shapes.update(image_id=[], scale=[2], original_size=[2], image_size=[2])
-        target_padding.update(image_id=0, scale=0.0, original_size=0, image_size=0)
+        target_shapes.update(image_id=[], scale=[2], original_size=[2], image_size=[2], flipped=[])
+        target_padding.update(image_id=0, scale=0.0, original_size=0, image_size=0, flipped=False)
     image_shape = [None, None, 3] if pad_to is None else [pad_to[0], pad_to[1], 3]
     dataset = dataset.padded_batch(
         batch_size,
