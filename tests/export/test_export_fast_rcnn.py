@@ -5,6 +5,7 @@ import tensorflow as tf
 
 import keras
 import rcnn_zoo
+from od_api_matching import assert_served_matches_predict
 from rcnn_zoo.data.synthetic import generate_shapes
 
 
@@ -20,19 +21,4 @@ def test_fast_rcnn_saved_model_takes_proposals_and_matches_predict(tmp_path):
     signature = tf.saved_model.load(path).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"input_tensor", "proposals"}
     served = signature(input_tensor=tf.constant(images), proposals=tf.constant(proposals))
-    count = expected["num_detections"]
-    np.testing.assert_array_equal(served["num_detections"].numpy(), count.astype("float32"))
-    for i in range(2):
-        n = count[i]
-        x1, y1, x2, y2 = expected["boxes"][i][:n].T
-        normalised = np.stack([y1 / 96, x1 / 128, y2 / 96, x2 / 128], axis=1)
-        got_boxes = served["detection_boxes"][i][:n].numpy()
-        got_scores = served["detection_scores"][i][:n].numpy()
-        got_classes = served["detection_classes"][i][:n].numpy()
-        for box, score, label in zip(normalised, expected["scores"][i][:n], expected["labels"][i][:n]):
-            same = (
-                (got_classes == label + 1)
-                & np.all(np.abs(got_boxes - box) < 1e-4, axis=1)
-                & (np.abs(got_scores - score) < 1e-5)
-            )
-            assert same.any(), (box, score, label)
+    assert_served_matches_predict(served, expected, 96, 128)
