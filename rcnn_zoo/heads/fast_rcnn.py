@@ -20,10 +20,14 @@ class FCBoxHead(layers.Layer):
         super().__init__(**kwargs)
         self.dim = dim
         self.dropout = dropout
-        self.fc6 = layers.Dense(dim, activation="relu", dtype=self.dtype_policy, name="fc6")
-        self.fc7 = layers.Dense(dim, activation="relu", dtype=self.dtype_policy, name="fc7")
+        self.fc6 = self._fc("fc6")
+        self.fc7 = self._fc("fc7")
         self.drop6 = layers.Dropout(dropout, dtype=self.dtype_policy)
         self.drop7 = layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def _fc(self, name):
+        """One fully connected layer of the head (subclasses replace it, e.g. by SVD factors)."""
+        return layers.Dense(self.dim, activation="relu", dtype=self.dtype_policy, name=name)
 
     def build(self, input_shape):
         flat = int(input_shape[1]) * int(input_shape[2]) * int(input_shape[3])

@@ -99,7 +99,7 @@ class TruncatedSVDDense(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
-class SVDFCBoxHead(layers.Layer):
+class SVDFCBoxHead(FCBoxHead):
     """:class:`FCBoxHead` (flatten → fc6 → ReLU → [dropout] → fc7 → ReLU → [dropout]) whose fc6
     and/or fc7 are :class:`TruncatedSVDDense` layers of rank ``fc6_rank`` / ``fc7_rank``
     (``None`` keeps that layer a whole ``Dense``). ``[K, ph, pw, C]`` → ``[K, dim]``.
@@ -109,43 +109,20 @@ class SVDFCBoxHead(layers.Layer):
     """
 
     def __init__(self, dim=1024, dropout=0.0, fc6_rank=None, fc7_rank=None, **kwargs):
-        super().__init__(**kwargs)
-        self.dim = dim
-        self.dropout = dropout
+        # The ranks must be known before FCBoxHead.__init__ creates the layers through _fc.
         self.fc6_rank = None if fc6_rank is None else int(fc6_rank)
         self.fc7_rank = None if fc7_rank is None else int(fc7_rank)
-        self.fc6 = self._fc(self.fc6_rank, "fc6")
-        self.fc7 = self._fc(self.fc7_rank, "fc7")
-        self.drop6 = layers.Dropout(dropout, dtype=self.dtype_policy)
-        self.drop7 = layers.Dropout(dropout, dtype=self.dtype_policy)
+        super().__init__(dim=dim, dropout=dropout, **kwargs)
 
-    def _fc(self, rank, name):
+    def _fc(self, name):
+        rank = self.fc6_rank if name == "fc6" else self.fc7_rank
         if rank is None:
-            return layers.Dense(self.dim, activation="relu", dtype=self.dtype_policy, name=name)
+            return super()._fc(name)
         return TruncatedSVDDense(self.dim, rank, "relu", dtype=self.dtype_policy, name=name)
-
-    def build(self, input_shape):
-        flat = int(input_shape[1]) * int(input_shape[2]) * int(input_shape[3])
-        self.fc6.build((None, flat))
-        self.fc7.build((None, self.dim))
-        self.built = True
-
-    def call(self, pooled, training=False):
-        shape = ops.shape(pooled)
-        x = ops.reshape(pooled, (shape[0], -1))
-        x = self.drop6(self.fc6(x), training=training)
-        return self.drop7(self.fc7(x), training=training)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "dim": self.dim,
-                "dropout": self.dropout,
-                "fc6_rank": self.fc6_rank,
-                "fc7_rank": self.fc7_rank,
-            }
-        )
+        config.update({"fc6_rank": self.fc6_rank, "fc7_rank": self.fc7_rank})
         return config
 
 
@@ -157,7 +134,7 @@ def compress_fc_box_head(head, fc6_rank=1024, fc7_rank=256):
             factors (compressing twice with the same ranks is a no-op).
         fc6_rank, fc7_rank: ranks (``None`` keeps the layer whole).
     """
-    if not isinstance(head, (FCBoxHead, SVDFCBoxHead)):
+    if not isinstance(head, FCBoxHead):  # SVDFCBoxHead is one too
         raise TypeError(
             f"truncated SVD applies to the fully connected box head (FCBoxHead), not {type(head).__name__}"
         )
