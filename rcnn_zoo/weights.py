@@ -67,7 +67,9 @@ CONVERT_FORMAT_VERSION = 1  # bump when converters change, to invalidate cached 
 # Layers whose shape depends on num_classes (left initialised when fine-tuning).
 PREDICTOR_PREFIXES = ("box_predictor/",)
 # Hyperparameters that change variable shapes: a mismatch cannot load at all.
-STRUCTURAL_KEYS = ("rpn_head_channels", "roi_head_dim", "roi_pool_size")
+STRUCTURAL_KEYS = (
+    "rpn_head_channels", "roi_head_dim", "roi_pool_size", "rpn_conv_depth", "roi_head_type", "roi_head_convs",
+)
 # Hyperparameters that change what the weights compute at inference (warned about).
 BEHAVIOUR_KEYS = (
     "image_min_size",

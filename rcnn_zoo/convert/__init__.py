@@ -17,7 +17,12 @@ import os
 import warnings
 from typing import Callable
 
-from rcnn_zoo.convert import mmdet_r50_fpn, torchvision_resnet50_fpn
+from rcnn_zoo.convert import (
+    mmdet_r50_fpn,
+    torchvision_mobilenet_v3_fpn,
+    torchvision_resnet50_fpn,
+    torchvision_resnet50_fpn_v2,
+)
 from rcnn_zoo.convert.common import ConversionError, assign_layer_weights
 from rcnn_zoo.convert.pth import CheckpointFormatError, UnsafeCheckpointError, read_pth, read_state_dict
 from rcnn_zoo.convert.resnet_fpn import PREDICTOR_LAYERS
@@ -67,6 +72,22 @@ CONVERTERS = {
         torchvision_resnet50_fpn.layer_weights,
         options={"bn_epsilon": torchvision_resnet50_fpn.DEFAULT_BN_EPSILON},
     ),
+    torchvision_resnet50_fpn_v2.NAME: Converter(
+        torchvision_resnet50_fpn_v2.NAME,
+        torchvision_resnet50_fpn_v2.checkpoint_num_classes,
+        torchvision_resnet50_fpn_v2.model_arguments,
+        torchvision_resnet50_fpn_v2.layer_weights,
+        options={"bn_epsilon": torchvision_resnet50_fpn_v2.DEFAULT_BN_EPSILON},
+    ),
+    # Serves fasterrcnn_mobilenet_v3_large_fpn and _320_fpn (same tensors; for the 320 model
+    # build the detector with torchvision_mobilenet_v3_fpn.MODEL_ARGUMENTS_320).
+    torchvision_mobilenet_v3_fpn.NAME: Converter(
+        torchvision_mobilenet_v3_fpn.NAME,
+        torchvision_mobilenet_v3_fpn.checkpoint_num_classes,
+        torchvision_mobilenet_v3_fpn.model_arguments,
+        torchvision_mobilenet_v3_fpn.layer_weights,
+        options={"bn_epsilon": torchvision_mobilenet_v3_fpn.DEFAULT_BN_EPSILON},
+    ),
     mmdet_r50_fpn.NAME: Converter(
         mmdet_r50_fpn.NAME,
         mmdet_r50_fpn.checkpoint_num_classes,
@@ -79,6 +100,7 @@ CONVERTERS = {
 # Short names for the command line.
 ALIASES = {
     "torchvision": torchvision_resnet50_fpn.NAME,
+    "torchvision_v2": torchvision_resnet50_fpn_v2.NAME,
     "mmdet": mmdet_r50_fpn.NAME,
     "mmdetection": mmdet_r50_fpn.NAME,
 }

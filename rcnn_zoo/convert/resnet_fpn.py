@@ -148,3 +148,60 @@ def predictor(cls_weight, cls_bias, reg_weight, reg_bias):
             "bias": np.asarray(reg_bias, np.float32),
         },
     }
+
+
+# --------------------------------------------------------------------------- normalised layouts
+# torchvision's fasterrcnn_resnet50_fpn_v2: FPN convs without bias, each followed by batch norm
+# (our ``fpn_inner{l}_bn`` / ``fpn_layer{l}_bn``), RPN with several 3×3 convs (``rpn_head/conv``,
+# ``conv2``, …) and the 4conv1fc box head (``box_head/conv{i}``, ``bn{i}``, ``fc{j}``).
+
+
+def convert_fpn_norm(read, inner_key, layer_key, bn_epsilon):
+    """FPN with conv (no bias) + BN: ``inner_key(i)`` / ``layer_key(i)`` give the source prefix of
+    level ``i`` (0…3) whose ``.0`` is the conv and ``.1`` the batch norm."""
+    out = {}
+    for i, channels in enumerate(FPN_IN_CHANNELS):
+        for ours, prefix, shape in (
+            (f"fpn_inner{i + 2}", inner_key(i), (FPN_CHANNELS, channels, 1, 1)),
+            (f"fpn_layer{i + 2}", layer_key(i), (FPN_CHANNELS, FPN_CHANNELS, 3, 3)),
+        ):
+            out[ours] = {"kernel": conv_kernel(read(f"{prefix}.0.weight", shape))}
+            out[f"{ours}_bn"] = _bn(read, f"{prefix}.1", FPN_CHANNELS, bn_epsilon)
+    return out
+
+
+def convert_rpn_convs(read, convs, objectness, deltas):
+    """RPN with ``len(convs)`` 3×3 conv + ReLU layers (source prefixes ``convs``, with bias) →
+    ``rpn_head/conv``, ``rpn_head/conv2``, …, and the two sibling 1×1 convs."""
+    out = convert_rpn(read, convs[0], objectness, deltas)
+    for i, prefix in enumerate(convs[1:], start=2):
+        out[f"rpn_head/conv{i}"] = _conv(
+            read, f"{prefix}.weight", (FPN_CHANNELS, FPN_CHANNELS, 3, 3), f"{prefix}.bias"
+        )
+    return out
+
+
+def convert_conv_fc_box_head(read, convs, fcs, bn_epsilon, conv_channels=(256,) * 4, fc_dims=(HEAD_DIM,)):
+    """ConvFC box head: ``convs[i]`` the source prefix of conv ``i`` (``.0`` conv without bias,
+    ``.1`` batch norm), ``fcs[j]`` that of FC ``j``. The first FC's input rows are permuted from
+    PyTorch's (C, ph, pw) flatten to our (ph, pw, C)."""
+    out = {}
+    channels = FPN_CHANNELS
+    for i, (prefix, width) in enumerate(zip(convs, conv_channels), start=1):
+        out[f"box_head/conv{i}"] = {
+            "kernel": conv_kernel(read(f"{prefix}.0.weight", (width, channels, 3, 3)))
+        }
+        out[f"box_head/bn{i}"] = _bn(read, f"{prefix}.1", width, bn_epsilon)
+        channels = width
+    flat = channels * POOL_SIZE * POOL_SIZE
+    for j, (prefix, dim) in enumerate(zip(fcs, fc_dims), start=1):
+        weight = read(f"{prefix}.weight", (dim, flat))
+        kernel = (
+            fc_after_pool_kernel(weight, channels, POOL_SIZE, POOL_SIZE) if j == 1 else dense_kernel(weight)
+        )
+        out[f"box_head/fc{j}"] = {
+            "kernel": kernel,
+            "bias": np.asarray(read(f"{prefix}.bias", (dim,)), np.float32),
+        }
+        flat = dim
+    return out

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 CONVENTIONS = ("py-faster-rcnn", "torchvision", "detectron2")
+STRIDE_RULES = ("nominal", "image_over_grid")
 
 
 def _per_level(values, num_levels, name):
@@ -122,11 +123,18 @@ class AnchorGenerator(keras.layers.Layer):
         strides: one stride in pixels per level, e.g. ``(16,)`` or ``(4, 8, 16, 32, 64)``.
         convention: ``"py-faster-rcnn"``, ``"torchvision"`` or ``"detectron2"``.
         offset: cell offset in units of the stride added to every shift (default 0).
+        stride_rule: how far apart the cells of a level are. ``"nominal"``: ``strides[l]``.
+            ``"image_over_grid"``: ``image_size // grid_size`` per axis, torchvision's rule: with
+            a batch padded to a multiple of 32 it equals the nominal stride on P2–P5, but P6
+            (``ceil(P5 / 2)`` cells) gets 61–64 px (800 px → 13 cells → 61). Needs
+            ``image_shape`` in ``call``. The cell anchors keep the nominal stride.
 
     Call arguments:
         inputs: one level's feature map ``[B, H, W, C]`` (or its shape as a rank-1 int tensor,
             ``[H, W]`` or ``[B, H, W, C]``), or a list with one of these per level. Sizes may be
             dynamic. Use :meth:`anchors_for_shapes` for Python integers.
+        image_shape: ``(height, width)`` of the (padded) input batch in pixels; used by
+            ``stride_rule="image_over_grid"`` and ignored otherwise.
 
     Returns:
         float32 anchors ``[H·W·A, 4]`` for a single input, or a list of them (one per level) for
@@ -140,6 +148,7 @@ class AnchorGenerator(keras.layers.Layer):
         strides=(16,),
         convention="py-faster-rcnn",
         offset=0.0,
+        stride_rule="nominal",
         **kwargs,
     ):
         # Only shapes are read from the inputs: never cast feature maps for nothing.
@@ -152,6 +161,9 @@ class AnchorGenerator(keras.layers.Layer):
         self.strides = strides
         self.convention = convention
         self.offset = offset
+        if stride_rule not in STRIDE_RULES:
+            raise ValueError(f"`stride_rule` must be one of {STRIDE_RULES}, got {stride_rule!r}.")
+        self.stride_rule = stride_rule
 
         strides = tuple(int(s) for s in strides)
         level_sizes = _per_level(sizes, len(strides), "sizes")
@@ -180,11 +192,23 @@ class AnchorGenerator(keras.layers.Layer):
         """The ``[A_l, 4]`` float32 NumPy cell anchors of a level (those of cell ``(0, 0)``)."""
         return self._cell_anchors[level].copy()
 
-    def _level_anchors(self, level, height, width):
-        stride = float(self._level_strides[level])
+    def _cell_spacing(self, level, height, width, image_shape):
+        """``(stride_y, stride_x)`` float32 of a level's cells (see ``stride_rule``)."""
+        if self.stride_rule == "nominal" or image_shape is None:
+            if self.stride_rule != "nominal":
+                raise ValueError("stride_rule='image_over_grid' needs image_shape=(height, width)")
+            stride = float(self._level_strides[level])
+            return stride, stride
+        image_shape = tf.cast(image_shape, tf.int32)
+        stride_y = image_shape[0] // tf.cast(height, tf.int32)
+        stride_x = image_shape[1] // tf.cast(width, tf.int32)
+        return tf.cast(stride_y, tf.float32), tf.cast(stride_x, tf.float32)
+
+    def _level_anchors(self, level, height, width, image_shape=None):
+        stride_y, stride_x = self._cell_spacing(level, height, width, image_shape)
         cell = tf.constant(self._cell_anchors[level], tf.float32)
-        shift_x = (tf.cast(tf.range(width), tf.float32) + self.offset) * stride
-        shift_y = (tf.cast(tf.range(height), tf.float32) + self.offset) * stride
+        shift_x = (tf.cast(tf.range(width), tf.float32) + self.offset) * stride_x
+        shift_y = (tf.cast(tf.range(height), tf.float32) + self.offset) * stride_y
         shift_y, shift_x = tf.meshgrid(shift_y, shift_x, indexing="ij")  # [H, W] each
         shifts = tf.stack([shift_x, shift_y, shift_x, shift_y], axis=-1)  # [H, W, 4]
         anchors = shifts[:, :, None, :] + cell[None, None, :, :]  # [H, W, A, 4]
@@ -193,7 +217,7 @@ class AnchorGenerator(keras.layers.Layer):
             num = height * width * len(self._cell_anchors[level])
         return tf.reshape(anchors, [-1 if num is None else num, 4])
 
-    def anchors_for_shapes(self, feature_shapes):
+    def anchors_for_shapes(self, feature_shapes, image_shape=None):
         """Anchors for feature maps of the given ``(H, W)`` sizes (ints or scalar tensors).
 
         ``feature_shapes`` is one ``(H, W)`` pair or a list with one pair per level; the result
@@ -201,12 +225,14 @@ class AnchorGenerator(keras.layers.Layer):
         """
         single = len(feature_shapes) == 2 and not isinstance(feature_shapes[0], (list, tuple))
         if single and self.num_levels == 1:
-            return self._level_anchors(0, *feature_shapes)
+            return self._level_anchors(0, *feature_shapes, image_shape)
         if len(feature_shapes) != self.num_levels:
             raise ValueError(
                 f"Got {len(feature_shapes)} feature shapes for {self.num_levels} levels."
             )
-        return [self._level_anchors(i, h, w) for i, (h, w) in enumerate(feature_shapes)]
+        return [
+            self._level_anchors(i, h, w, image_shape) for i, (h, w) in enumerate(feature_shapes)
+        ]
 
     @staticmethod
     def _height_width(x):
@@ -224,14 +250,17 @@ class AnchorGenerator(keras.layers.Layer):
         width = static[2] if static[2] is not None else dynamic[2]
         return height, width
 
-    def call(self, inputs):
+    def call(self, inputs, image_shape=None):
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != self.num_levels:
                 raise ValueError(f"Got {len(inputs)} inputs for {self.num_levels} levels.")
-            return [self._level_anchors(i, *self._height_width(x)) for i, x in enumerate(inputs)]
+            return [
+                self._level_anchors(i, *self._height_width(x), image_shape)
+                for i, x in enumerate(inputs)
+            ]
         if self.num_levels != 1:
             raise ValueError(f"Pass a list of {self.num_levels} feature maps, one per level.")
-        return self._level_anchors(0, *self._height_width(inputs))
+        return self._level_anchors(0, *self._height_width(inputs), image_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -242,6 +271,7 @@ class AnchorGenerator(keras.layers.Layer):
                 "strides": self.strides,
                 "convention": self.convention,
                 "offset": self.offset,
+                "stride_rule": self.stride_rule,
             }
         )
         return config

@@ -16,6 +16,14 @@ import tensorflow as tf
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.ops.nms import batched_nms, gather_padded
 
+# Where and how boxes smaller than ``min_size`` are dropped (the references disagree).
+MIN_SIZE_RULES = {
+    # name: (before the pre-NMS top-n, strict comparison, min_size in original-image pixels)
+    "py-faster-rcnn": (True, False, True),
+    "torchvision": (False, False, False),
+    "mmdetection": (False, True, False),
+}
+
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
 class ProposalLayer(keras.layers.Layer):
@@ -25,8 +33,11 @@ class ProposalLayer(keras.layers.Layer):
     deltas clamped at ``log(1000/16)``), clip to ``[0, width] × [0, height]``, drop boxes with a
     side ``< min_size`` (times the image scale when one is given), keep the ``pre_nms_top_n``
     highest objectness, greedy NMS at ``nms_threshold`` (IoU strictly above it suppresses),
-    keep the first ``post_nms_top_n`` in descending objectness. Small boxes are dropped before
-    the pre-NMS top-n, as in py-faster-rcnn (torchvision takes the top-n first).
+    keep the first ``post_nms_top_n`` in descending objectness. ``min_size_rule`` says when
+    small boxes are dropped: ``"py-faster-rcnn"`` before the top-n (side ``>= min_size`` times
+    the image scale), ``"torchvision"`` after it (side ``>= min_size`` resized pixels),
+    ``"mmdetection"`` after it (side ``> min_size``, so zero-size boxes go even at 0). A box
+    dropped after the top-n leaves its place empty, as in those implementations.
 
     With ``per_level=True`` the inputs are lists with one entry per FPN level; the pre-NMS top-n
     is per level, NMS is per level (boxes of different levels never suppress each other) and
@@ -43,6 +54,9 @@ class ProposalLayer(keras.layers.Layer):
         min_size: smallest allowed box side in input pixels (py-faster-rcnn: 16 in original
             image pixels, i.e. multiplied by the image scale: pass the scale as a third column
             of ``image_shape``; torchvision: ``1e-3``).
+        min_size_rule: ``"py-faster-rcnn"``, ``"torchvision"`` or ``"mmdetection"`` (above).
+        score_threshold: proposals whose objectness probability is below it are dropped
+            before NMS (torchvision's ``rpn_score_thresh``; 0 keeps all).
         box_weights: ``(wx, wy, ww, wh)`` of the delta coding, ``(1, 1, 1, 1)`` for the RPN.
         per_level: take lists of per-level inputs and run top-n and NMS per level (FPN).
         from_logits: ``objectness`` holds logits (scores are their sigmoid). If ``False`` it
@@ -76,6 +90,8 @@ class ProposalLayer(keras.layers.Layer):
         box_weights=(1.0, 1.0, 1.0, 1.0),
         per_level=False,
         from_logits=True,
+        min_size_rule="py-faster-rcnn",
+        score_threshold=0.0,
         **kwargs,
     ):
         # Boxes in pixels must stay float32 under a mixed-precision policy.
@@ -90,6 +106,10 @@ class ProposalLayer(keras.layers.Layer):
         self.box_weights = box_weights
         self.per_level = per_level
         self.from_logits = from_logits
+        if min_size_rule not in MIN_SIZE_RULES:
+            raise ValueError(f"min_size_rule must be one of {sorted(MIN_SIZE_RULES)}, got {min_size_rule!r}")
+        self.min_size_rule = min_size_rule
+        self.score_threshold = float(score_threshold or 0.0)
 
     def _image_size_and_min_size(self, image_shape, batch_size):
         """``image_shape`` → height, width and min box side, each ``[B, 1]`` float32."""
@@ -105,7 +125,7 @@ class ProposalLayer(keras.layers.Layer):
         image_shape = tf.broadcast_to(image_shape, [batch_size, columns])
         height, width = image_shape[:, 0:1], image_shape[:, 1:2]
         min_size = tf.fill([batch_size, 1], float(self.min_size))
-        if columns == 3:
+        if columns == 3 and MIN_SIZE_RULES[self.min_size_rule][2]:
             min_size = min_size * image_shape[:, 2:3]
         return height, width, min_size
 
@@ -124,16 +144,26 @@ class ProposalLayer(keras.layers.Layer):
 
         proposals = box_ops.decode(deltas, anchors[None], weights=self.box_weights)
         proposals = box_ops.clip_to_image(proposals, height, width)
-        w = proposals[..., 2] - proposals[..., 0]
-        h = proposals[..., 3] - proposals[..., 1]
-        big_enough = (w >= min_size) & (h >= min_size)
-        # Too-small boxes sink below every real box; NMS never keeps a -inf score.
-        objectness = tf.where(big_enough, objectness, float("-inf"))
-
+        before_top_n, strict, _ = MIN_SIZE_RULES[self.min_size_rule]
+        if before_top_n:
+            # Too-small boxes sink below every real box; NMS never keeps a -inf score.
+            objectness = self._drop(objectness, proposals, min_size, strict)
         k = tf.minimum(int(pre_nms_top_n), tf.shape(objectness)[1])
         logits, top = tf.math.top_k(objectness, k=k, sorted=True)
         proposals = tf.gather(proposals, top, batch_dims=1)
+        if not before_top_n:
+            logits = self._drop(logits, proposals, min_size, strict)
+        if self.score_threshold > 0:
+            logits = tf.where(tf.sigmoid(logits) >= self.score_threshold, logits, float("-inf"))
         return proposals, logits
+
+    @staticmethod
+    def _drop(logits, proposals, min_size, strict):
+        """``-inf`` for boxes with a side below ``min_size`` (``<=`` it when ``strict``)."""
+        w = proposals[..., 2] - proposals[..., 0]
+        h = proposals[..., 3] - proposals[..., 1]
+        big_enough = (w > min_size) & (h > min_size) if strict else (w >= min_size) & (h >= min_size)
+        return tf.where(big_enough, logits, float("-inf"))
 
     def call(self, objectness, deltas, anchors, image_shape, training=None):
         training = bool(training)
@@ -199,6 +229,8 @@ class ProposalLayer(keras.layers.Layer):
                 "box_weights": self.box_weights,
                 "per_level": self.per_level,
                 "from_logits": self.from_logits,
+                "min_size_rule": self.min_size_rule,
+                "score_threshold": self.score_threshold,
             }
         )
         return config

@@ -13,12 +13,55 @@ import keras
 import tensorflow as tf
 
 from rcnn_zoo.ops import boxes as box_ops
-from rcnn_zoo.models.preprocessing import normalize, resize_images
+from rcnn_zoo.models.preprocessing import check_resize_rounding, full_image_sizes, preprocess_batch
 
 
 def _xyxy_factors(scale):
-    """``(sy, sx)`` → ``[sx, sy, sx, sy]`` to scale xyxy boxes."""
-    return tf.stack([scale[1], scale[0], scale[1], scale[0]])
+    """Per-image ``(sy, sx)`` ``[B, 2]`` → ``[B, 1, 4]`` ``[sx, sy, sx, sy]`` to scale xyxy boxes."""
+    return tf.stack([scale[:, 1], scale[:, 0], scale[:, 1], scale[:, 0]], axis=-1)[:, None, :]
+
+
+def _columns(sizes):
+    """int ``[B, 2]`` ``(height, width)`` → float32 ``([B, 1], [B, 1])``, to broadcast over boxes."""
+    sizes = tf.cast(sizes, tf.float32)
+    return sizes[:, 0:1], sizes[:, 1:2]
+
+
+def unpack_images(inputs):
+    """The model input → ``(images [B, H, W, 3], image_sizes [B, 2] int32)``.
+
+    Accepted: a tensor (every image fills it); a ``tf.RaggedTensor`` ``[B, (H), (W), 3]`` (padded
+    here); a dict with ``"images"`` and optionally ``"image_sizes"`` (each image's ``(height,
+    width)`` inside the padded batch, its top-left corner). Other dict keys are the caller's.
+    """
+    if isinstance(inputs, dict):
+        if "images" not in inputs:
+            raise ValueError(
+                "A dict input needs 'images' [B, H, W, 3] (and optionally 'image_sizes' [B, 2]); "
+                f"got keys {sorted(inputs)}"
+            )
+        images = inputs["images"]
+        sizes = inputs.get("image_sizes")
+        if isinstance(images, tf.RaggedTensor):
+            images, ragged_sizes = ragged_to_padded(images)
+            sizes = ragged_sizes if sizes is None else sizes
+    elif isinstance(inputs, tf.RaggedTensor):
+        images, sizes = ragged_to_padded(inputs)
+    else:
+        images, sizes = inputs, None
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or (images.shape[-1] is not None and images.shape[-1] != 3):
+        raise ValueError(f"images must be [B, H, W, 3] RGB, got shape {images.shape}")
+    if sizes is None:
+        sizes = full_image_sizes(images)
+    return images, tf.cast(sizes, tf.int32)
+
+
+def ragged_to_padded(images):
+    """Ragged ``[B, (H), (W), 3]`` → (dense batch padded with zeros, sizes ``[B, 2]`` int32)."""
+    heights = images.row_lengths()
+    widths = tf.reduce_max(images.row_lengths(axis=2), axis=1)
+    return images.to_tensor(), tf.cast(tf.stack([heights, widths], axis=1), tf.int32)
 
 
 def _batch_size(x):
@@ -46,6 +89,9 @@ class TwoStageDetector(keras.Model):
         image_min_size, image_max_size: images are resized so the shorter side is
             ``image_min_size`` and the longer at most ``image_max_size`` (``None`` disables).
         preprocessing: normalisation mode (see ``models/preprocessing.py``).
+        resize_rounding: ``"round"`` (MMDetection, py-faster-rcnn) or ``"floor"``
+            (torchvision) for the resized size.
+        size_divisible: the resized batch is zero-padded to a multiple of it (FPN: 32).
         score_threshold, nms_threshold, max_detections: test-time post-processing.
     """
 
@@ -59,6 +105,8 @@ class TwoStageDetector(keras.Model):
         image_min_size=800,
         image_max_size=1333,
         preprocessing="torch",
+        resize_rounding="round",
+        size_divisible=1,
         score_threshold=0.05,
         nms_threshold=0.5,
         max_detections=100,
@@ -77,6 +125,8 @@ class TwoStageDetector(keras.Model):
         self.image_min_size = image_min_size
         self.image_max_size = image_max_size
         self.preprocessing = preprocessing
+        self.resize_rounding = check_resize_rounding(resize_rounding)
+        self.size_divisible = int(size_divisible or 1)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_detections = int(max_detections)
@@ -84,18 +134,35 @@ class TwoStageDetector(keras.Model):
         self.losses_by_name = {}
 
     # ------------------------------------------------------------------ images and targets
-    def preprocess(self, images):
-        """Raw ``[B,H,W,3]`` pixels → (normalised resized float32 images, scale ``(sy, sx)``)."""
-        resized, scale = resize_images(images, self.image_min_size, self.image_max_size)
-        return normalize(resized, self.preprocessing), scale
+    def preprocess(self, images, image_sizes=None):
+        """Raw pixels → ``(normalised padded batch [B,H',W',3], resized sizes [B,2] int32,
+        scale [B,2] float32)``; ``scale`` is each image's ``(h'/h, w'/w)``.
 
-    def prepare_ground_truth(self, y, scale, image_height, image_width):
+        ``image_sizes`` ``[B, 2]`` gives each image's own size in a padded batch (default: all
+        fill it). See ``models/preprocessing.py``.
+        """
+        if image_sizes is None:
+            image_sizes = full_image_sizes(images)
+        normalised, resized = preprocess_batch(
+            images,
+            image_sizes,
+            self.image_min_size,
+            self.image_max_size,
+            self.preprocessing,
+            rounding=self.resize_rounding,
+            size_divisible=self.size_divisible,
+        )
+        scale = tf.cast(resized, tf.float32) / tf.cast(image_sizes, tf.float32)
+        return normalised, resized, scale
+
+    def prepare_ground_truth(self, y, image_sizes, resized_sizes):
         """User targets → xyxy boxes in resized-image pixels, labels with invalid boxes = −1.
 
-        ``y = {"boxes": [B,G,4] in bounding_box_format, "labels": [B,G]}``. Boxes are clipped to
-        the image; boxes left with zero or negative area (degenerate, inverted or wholly outside)
-        and labels outside ``[0, num_classes)`` are dropped (label −1), and the count is printed
-        so bad data never trains silently.
+        ``y = {"boxes": [B,G,4] in bounding_box_format, "labels": [B,G]}`` in each image's own
+        pixels (``image_sizes [B,2]``). Boxes are scaled by each image's factors and clipped to
+        its resized size (``resized_sizes [B,2]``); boxes left with zero or negative area
+        (degenerate, inverted or wholly outside) and labels outside ``[0, num_classes)`` are
+        dropped (label −1), and the count is printed so bad data never trains silently.
         """
         if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
             raise ValueError(
@@ -104,12 +171,13 @@ class TwoStageDetector(keras.Model):
             )
         boxes = tf.cast(y["boxes"], tf.float32)
         labels = tf.cast(y["labels"], tf.int32)
-        height = tf.cast(image_height, tf.float32) / scale[0]
-        width = tf.cast(image_width, tf.float32) / scale[1]
+        height, width = _columns(image_sizes)
         boxes = box_ops.convert_format(
             boxes, self.bounding_box_format, "xyxy", height=height, width=width
         )
-        boxes = box_ops.clip_to_image(boxes * _xyxy_factors(scale), image_height, image_width)
+        scale = tf.cast(resized_sizes, tf.float32) / tf.cast(image_sizes, tf.float32)
+        resized_height, resized_width = _columns(resized_sizes)
+        boxes = box_ops.clip_to_image(boxes * _xyxy_factors(scale), resized_height, resized_width)
         finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
         boxes = tf.where(finite[..., None], boxes, 0.0)
         padded = labels < 0
@@ -132,24 +200,26 @@ class TwoStageDetector(keras.Model):
         labels = tf.where(good & ~padded, labels, -1)
         return boxes, labels
 
-    def boxes_to_user_format(self, boxes, scale, image_height, image_width):
-        """xyxy boxes in resized pixels → ``bounding_box_format`` in the caller's pixels.
+    def boxes_to_user_format(self, boxes, image_sizes, resized_sizes):
+        """xyxy boxes ``[B,D,4]`` in resized pixels → ``bounding_box_format`` in each image's
+        own pixels, clipped to it.
 
-        ``scale`` is ``(sy, sx)`` from :meth:`preprocess`; ``image_height``/``image_width`` are
-        the caller's (padded) image size, which the boxes are clipped to.
+        Boxes are multiplied by ``original / resized`` per axis (float32), as torchvision's
+        ``resize_boxes`` does.
         """
-        height = tf.cast(image_height, tf.float32)
-        width = tf.cast(image_width, tf.float32)
-        boxes = box_ops.clip_to_image(boxes / _xyxy_factors(scale), height, width)
+        ratio = tf.cast(image_sizes, tf.float32) / tf.cast(resized_sizes, tf.float32)
+        height, width = _columns(image_sizes)
+        boxes = box_ops.clip_to_image(boxes * _xyxy_factors(ratio), height, width)
         return box_ops.convert_format(boxes, "xyxy", self.bounding_box_format, height=height, width=width)
 
     # ------------------------------------------------------------------ post-processing
-    def detect(self, rois, roi_valid, logits, deltas, box_weights, image_height, image_width):
+    def detect(self, rois, roi_valid, logits, deltas, box_weights, resized_sizes):
         """Per-class boxes and scores → class-wise NMS → padded detections.
 
         Args:
             rois: ``[B,R,4]`` xyxy resized-image pixels; roi_valid: ``[B,R]`` bool.
             logits: ``[B,R,C+1]``; deltas: ``[B,R,C+1,4]`` (or ``[B,R,4]`` class-agnostic).
+            resized_sizes: int ``[B,2]`` each image's resized size; boxes are clipped to it.
         Returns:
             dict ``boxes [B,D,4]`` (xyxy, resized pixels), ``scores [B,D]``, ``labels [B,D]``
             int32 (0…C−1, −1 padding), ``num_detections [B]`` int32.
@@ -161,7 +231,8 @@ class TwoStageDetector(keras.Model):
             boxes = box_ops.decode(deltas, rois, box_weights)[:, :, None, :]
         else:
             boxes = box_ops.decode(deltas[:, :, 1:, :], rois[:, :, None, :], box_weights)
-        boxes = box_ops.clip_to_image(boxes, image_height, image_width)
+        height, width = _columns(resized_sizes)
+        boxes = box_ops.clip_to_image(boxes, height[..., None], width[..., None])
         w = boxes[..., 2] - boxes[..., 0]
         h = boxes[..., 3] - boxes[..., 1]
         # Drop padded RoIs and (near) empty boxes as torchvision does (min side 1e-2 px).
@@ -351,6 +422,8 @@ class TwoStageDetector(keras.Model):
             "class_names": self.class_names,
             "image_min_size": self.image_min_size,
             "image_max_size": self.image_max_size,
+            "resize_rounding": self.resize_rounding,
+            "size_divisible": self.size_divisible,
             "score_threshold": self.score_threshold,
             "nms_threshold": self.nms_threshold,
             "max_detections": self.max_detections,

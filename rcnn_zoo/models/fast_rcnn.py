@@ -31,7 +31,7 @@ from rcnn_zoo.backbones import build_backbone
 from rcnn_zoo.heads import BoxPredictor, FCBoxHead, MultiLevelRoIAlign, Res5BoxHead
 from rcnn_zoo.heads.svd import SVDFCBoxHead, compress_fc_box_head
 from rcnn_zoo.layers import RoIAlign, RoIPooling
-from rcnn_zoo.models.detector import TwoStageDetector, _xyxy_factors
+from rcnn_zoo.models.detector import TwoStageDetector, _columns, _xyxy_factors, unpack_images
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.targets import sample_rois
 
@@ -41,6 +41,8 @@ from rcnn_zoo.targets import sample_rois
 DEFAULTS = {
     "image_min_size": 600,
     "image_max_size": 1000,
+    "resize_rounding": "round",
+    "size_divisible": 1,
     "roi_pooling": "pool",
     "roi_pool_size": 7,
     "roi_sampling_ratio": -1,
@@ -149,6 +151,8 @@ class FastRCNN(TwoStageDetector):
             image_min_size=hp["image_min_size"],
             image_max_size=hp["image_max_size"],
             preprocessing=spec.preprocessing,
+            resize_rounding=hp["resize_rounding"],
+            size_divisible=hp["size_divisible"],
             score_threshold=score_threshold,
             nms_threshold=nms_threshold,
             max_detections=max_detections,
@@ -207,23 +211,25 @@ class FastRCNN(TwoStageDetector):
     # ------------------------------------------------------------------ inputs
     @staticmethod
     def _unpack_inputs(inputs):
+        """``{"images", "proposals"[, "image_sizes"]}`` → images, image sizes, proposals."""
         if not isinstance(inputs, dict) or not {"images", "proposals"} <= set(inputs):
             got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
             raise ValueError(
                 "FastRCNN takes a dict {'images': [B, H, W, 3], 'proposals': [B, R, 4]} "
+                "(optionally 'image_sizes': [B, 2] for a padded batch of different sizes) "
                 f"(got {got}); compute proposals with rcnn_zoo.proposals.selective_search / "
                 "compute_proposals and pad them with rcnn_zoo.proposals.pad_proposals"
             )
-        return inputs["images"], inputs["proposals"]
+        images, image_sizes = unpack_images(inputs)
+        return images, image_sizes, inputs["proposals"]
 
-    def prepare_proposals(self, proposals, scale, input_height, input_width, height, width):
+    def prepare_proposals(self, proposals, image_sizes, resized_sizes):
         """User proposals → xyxy boxes in resized-image pixels and their validity.
 
         Args:
-            proposals: ``[B, R, 4]`` in ``bounding_box_format``, pixels of the input images.
-            scale: ``(sy, sx)`` from :meth:`preprocess`.
-            input_height, input_width: size of the (padded) input batch.
-            height, width: size of the resized batch.
+            proposals: ``[B, R, 4]`` in ``bounding_box_format``, each image's own pixels.
+            image_sizes, resized_sizes: int ``[B, 2]`` each image's size before and after
+                resizing.
         Returns:
             ``(boxes [B, R, 4] float32 xyxy, clipped to the resized image, zeros where invalid;
             valid [B, R] bool)``: valid rows are finite with positive width and height, also
@@ -232,17 +238,16 @@ class FastRCNN(TwoStageDetector):
         boxes = tf.cast(proposals, tf.float32)
         if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
             raise ValueError(f"proposals must be [B, R, 4], got shape {boxes.shape}")
+        input_height, input_width = _columns(image_sizes)
         boxes = box_ops.convert_format(
-            boxes,
-            self.bounding_box_format,
-            "xyxy",
-            height=tf.cast(input_height, tf.float32),
-            width=tf.cast(input_width, tf.float32),
+            boxes, self.bounding_box_format, "xyxy", height=input_height, width=input_width
         )
         finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
         boxes = tf.where(finite[..., None], boxes, 0.0)
         # Clipping is monotone, so empty or inverted rows stay so and rows wholly outside the
         # image become empty: one test after clipping covers them all.
+        scale = tf.cast(resized_sizes, tf.float32) / tf.cast(image_sizes, tf.float32)
+        height, width = _columns(resized_sizes)
         boxes = box_ops.clip_to_image(boxes * _xyxy_factors(scale), height, width)
         valid = finite & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         return tf.where(valid[..., None], boxes, 0.0), valid
@@ -252,20 +257,16 @@ class FastRCNN(TwoStageDetector):
         """Forward pass. With ``ground_truth`` (training/evaluation) RoIs are sampled from the
         proposals against it and the raw outputs the losses need are returned; without it,
         every valid proposal is scored and the detections are returned."""
-        images, proposals = self._unpack_inputs(inputs)
-        shape = tf.shape(images)
-        normalized, scale = self.preprocess(images)
-        height, width = tf.shape(normalized)[1], tf.shape(normalized)[2]
-        proposals, proposal_valid = self.prepare_proposals(
-            proposals, scale, shape[1], shape[2], height, width
-        )
+        images, image_sizes, proposals = self._unpack_inputs(inputs)
+        normalized, resized_sizes, _ = self.preprocess(images, image_sizes)
+        proposals, proposal_valid = self.prepare_proposals(proposals, image_sizes, resized_sizes)
         features = self.backbone(normalized, training=training)
         levels = [features[name] for name in self.feature_names]
 
         if ground_truth is None:
             rois, roi_valid = proposals, proposal_valid
         else:
-            gt_boxes, gt_labels = self.prepare_ground_truth(ground_truth, scale, height, width)
+            gt_boxes, gt_labels = self.prepare_ground_truth(ground_truth, image_sizes, resized_sizes)
             sampled = sample_rois(
                 proposals,
                 proposal_valid,
@@ -289,9 +290,9 @@ class FastRCNN(TwoStageDetector):
                 "box_deltas": box_deltas,
             }
         detections = self.detect(
-            rois, roi_valid, class_logits, box_deltas, self.hp["roi_box_weights"], height, width
+            rois, roi_valid, class_logits, box_deltas, self.hp["roi_box_weights"], resized_sizes
         )
-        detections["boxes"] = self.boxes_to_user_format(detections["boxes"], scale, shape[1], shape[2])
+        detections["boxes"] = self.boxes_to_user_format(detections["boxes"], image_sizes, resized_sizes)
         return detections
 
     def _roi_head(self, levels, rois, training):
@@ -354,8 +355,8 @@ class FastRCNN(TwoStageDetector):
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = super().get_config()
-        config.pop("image_min_size")
-        config.pop("image_max_size")
+        for key in ("image_min_size", "image_max_size", "resize_rounding", "size_divisible"):
+            config.pop(key)
         config.update(
             {
                 "backbone": self.backbone_name,

@@ -14,7 +14,7 @@ import tensorflow as tf
 from rcnn_zoo.backbones import build_backbone
 from rcnn_zoo.heads import BoxPredictor, FCBoxHead, MultiLevelRoIAlign, Res5BoxHead, RPNHead
 from rcnn_zoo.layers import AnchorGenerator, ProposalLayer, RoIAlign, RoIPooling
-from rcnn_zoo.models.detector import TwoStageDetector
+from rcnn_zoo.models.detector import TwoStageDetector, unpack_images
 from rcnn_zoo.targets import rpn_targets, sample_rois
 
 # Paper defaults (Faster R-CNN, section 3.1.3 and 3.3; Fast R-CNN section 2.3), overridden by
@@ -22,10 +22,14 @@ from rcnn_zoo.targets import rpn_targets, sample_rois
 DEFAULTS = {
     "image_min_size": 800,
     "image_max_size": 1333,
+    "resize_rounding": "round",
+    "size_divisible": 1,
     "anchor_sizes": (128, 256, 512),
     "anchor_aspect_ratios": (0.5, 1.0, 2.0),
     "anchor_style": "py-faster-rcnn",
+    "anchor_stride_rule": "nominal",
     "rpn_head_channels": 512,
+    "rpn_conv_depth": 1,
     "rpn_positive_iou": 0.7,
     "rpn_negative_iou": 0.3,
     "rpn_batch_size_per_image": 256,
@@ -36,6 +40,8 @@ DEFAULTS = {
     "rpn_post_nms_top_n_test": 300,
     "rpn_nms_threshold": 0.7,
     "rpn_min_size": 16.0,
+    "rpn_min_size_rule": "py-faster-rcnn",
+    "rpn_score_threshold": 0.0,
     "roi_pooling": "pool",
     "roi_pool_size": 7,
     "roi_sampling_ratio": -1,
@@ -43,6 +49,8 @@ DEFAULTS = {
     "roi_levels": None,
     "roi_head_dim": 1024,
     "roi_head_dropout": 0.0,
+    "roi_head_type": "fc",
+    "roi_head_convs": None,
     "roi_positive_iou": 0.5,
     "roi_negative_iou_high": 0.5,
     "roi_negative_iou_low": 0.0,
@@ -123,6 +131,8 @@ class FasterRCNN(TwoStageDetector):
             image_min_size=hp["image_min_size"],
             image_max_size=hp["image_max_size"],
             preprocessing=spec.preprocessing,
+            resize_rounding=hp["resize_rounding"],
+            size_divisible=hp["size_divisible"],
             score_threshold=score_threshold,
             nms_threshold=nms_threshold,
             max_detections=max_detections,
@@ -154,12 +164,16 @@ class FasterRCNN(TwoStageDetector):
             aspect_ratios=hp["anchor_aspect_ratios"],
             strides=rpn_strides,
             convention=hp["anchor_style"],
+            stride_rule=hp["anchor_stride_rule"],
             name="anchor_generator",
         )
         num_anchors = self.anchor_generator.num_anchors_per_location
         if len(set(num_anchors)) != 1:
             raise ValueError(f"every level needs the same number of anchors, got {num_anchors}")
-        self.rpn_head = RPNHead(num_anchors[0], channels=hp["rpn_head_channels"], name="rpn_head")
+        self.rpn_head = RPNHead(
+            num_anchors[0], channels=hp["rpn_head_channels"], conv_depth=hp["rpn_conv_depth"],
+            name="rpn_head",
+        )
         self.rpn_head.build([(None, None, None, rpn_channels[0])])
         self.proposal_layer = ProposalLayer(
             pre_nms_top_n_train=hp["rpn_pre_nms_top_n_train"],
@@ -168,6 +182,8 @@ class FasterRCNN(TwoStageDetector):
             post_nms_top_n_test=hp["rpn_post_nms_top_n_test"],
             nms_threshold=hp["rpn_nms_threshold"],
             min_size=hp["rpn_min_size"],
+            min_size_rule=hp["rpn_min_size_rule"],
+            score_threshold=hp["rpn_score_threshold"],
             per_level=len(rpn_strides) > 1,
             name="proposal_layer",
         )
@@ -200,9 +216,21 @@ class FasterRCNN(TwoStageDetector):
         if spec.roi_head == "res5":
             self.box_head = Res5BoxHead(spec.res5, name="box_head")
             head_dim = spec.res5.output.shape[-1]
-        else:
+        elif hp["roi_head_type"] == "conv_fc":
+            # 4conv1fc (torchvision fasterrcnn_resnet50_fpn_v2): 3×3 conv + BN + ReLU per entry of
+            # roi_head_convs, then one FC of roi_head_dim.
+            from rcnn_zoo.heads.conv_fc import ConvFCBoxHead  # noqa: PLC0415
+
+            convs = hp["roi_head_convs"] if hp["roi_head_convs"] is not None else (256,) * 4
+            self.box_head = ConvFCBoxHead(
+                tuple(convs), (hp["roi_head_dim"],), dropout=hp["roi_head_dropout"], name="box_head"
+            )
+            head_dim = hp["roi_head_dim"]
+        elif hp["roi_head_type"] == "fc":
             self.box_head = FCBoxHead(hp["roi_head_dim"], hp["roi_head_dropout"], name="box_head")
             head_dim = hp["roi_head_dim"]
+        else:
+            raise ValueError(f"roi_head_type must be 'fc' or 'conv_fc', got {hp['roi_head_type']!r}")
         self.box_head.build((None, pool, pool, channels))
         self.box_predictor = BoxPredictor(self.num_classes, name="box_predictor")
         self.box_predictor.build((None, head_dim))
@@ -211,22 +239,26 @@ class FasterRCNN(TwoStageDetector):
     # ------------------------------------------------------------------ forward
     def call(self, images, training=False, ground_truth=None):
         """Forward pass. With ``ground_truth`` (training/evaluation) RoIs are sampled against it
-        and the raw outputs needed by the losses are returned; without it, detections."""
-        shape = tf.shape(images)
-        normalized, scale = self.preprocess(images)
-        height, width = tf.shape(normalized)[1], tf.shape(normalized)[2]
+        and the raw outputs needed by the losses are returned; without it, detections.
+
+        ``images``: ``[B,H,W,3]``, a ragged ``[B,(H),(W),3]`` batch, or ``{"images": [B,H,W,3],
+        "image_sizes": [B,2]}`` for a padded batch of images of different sizes.
+        """
+        images, image_sizes = unpack_images(images)
+        normalized, resized_sizes, scale = self.preprocess(images, image_sizes)
         features = self.backbone(normalized, training=training)
         levels = [features[name] for name in self.rpn_feature_names]
 
-        anchors = self.anchor_generator(levels)
+        anchors = self.anchor_generator(levels, image_shape=tf.shape(normalized)[1:3])
         logits, deltas, level_logits, level_deltas = self.rpn_head(levels)
         per_level = len(levels) > 1
         proposals = self.proposal_layer(
             level_logits if per_level else logits,
             level_deltas if per_level else deltas,
             anchors if per_level else anchors[0],
-            # py-faster-rcnn's im_info: rpn_min_size is in original-image pixels.
-            image_shape=tf.stack([tf.cast(height, tf.float32), tf.cast(width, tf.float32), scale[0]]),
+            # Each image's own resized size (proposals are clipped to it) and scale (the
+            # py-faster-rcnn rule measures rpn_min_size in original-image pixels).
+            image_shape=tf.concat([tf.cast(resized_sizes, tf.float32), scale[:, :1]], axis=1),
             training=training,
         )
         proposal_valid = tf.sequence_mask(
@@ -235,7 +267,7 @@ class FasterRCNN(TwoStageDetector):
         if ground_truth is None:
             rois, roi_valid = proposals["boxes"], proposal_valid
         else:
-            gt_boxes, gt_labels = self.prepare_ground_truth(ground_truth, scale, height, width)
+            gt_boxes, gt_labels = self.prepare_ground_truth(ground_truth, image_sizes, resized_sizes)
             sampled = self._sample_training_rois(proposals["boxes"], proposal_valid, gt_boxes, gt_labels)
             rois, roi_valid = sampled["rois"], sampled["labels"] >= 0
         roi_levels = [features[name] for name in self.roi_feature_names]
@@ -252,9 +284,9 @@ class FasterRCNN(TwoStageDetector):
                 "box_deltas": box_deltas,
             }
         detections = self.detect(
-            rois, roi_valid, class_logits, box_deltas, self.hp["roi_box_weights"], height, width
+            rois, roi_valid, class_logits, box_deltas, self.hp["roi_box_weights"], resized_sizes
         )
-        detections["boxes"] = self.boxes_to_user_format(detections["boxes"], scale, shape[1], shape[2])
+        detections["boxes"] = self.boxes_to_user_format(detections["boxes"], image_sizes, resized_sizes)
         return detections
 
     def _sample_training_rois(self, proposals, proposal_valid, gt_boxes, gt_labels):
@@ -311,8 +343,8 @@ class FasterRCNN(TwoStageDetector):
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = super().get_config()
-        config.pop("image_min_size")
-        config.pop("image_max_size")
+        for key in ("image_min_size", "image_max_size", "resize_rounding", "size_divisible"):
+            config.pop(key)  # hyperparameters: serialised through self._given
         config.update(
             {
                 "backbone": self.backbone_name,

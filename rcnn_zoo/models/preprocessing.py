@@ -1,8 +1,19 @@
-"""Image resizing and normalisation done inside the models, so callers pass raw pixels.
+"""Image resizing, normalisation and batching done inside the models, so callers pass raw pixels.
 
-Images ``[B, H, W, 3]`` (uint8 or float, RGB, 0..255, padded bottom/right) are resized with one
-scale per batch — shorter side to ``min_size`` unless the longer would exceed ``max_size``, the
-Fast R-CNN rule — and normalised as the backbone's pretraining did.
+A batch is ``images [B, H, W, 3]`` (uint8 or float, RGB, 0..255) with each image's own size
+``image_sizes [B, 2]`` ``(height, width)``: image ``i`` occupies ``images[i, :h_i, :w_i]`` and
+the rest is padding (a plain tensor means every image fills the batch). Each image is resized
+by its own scale — shorter side to ``min_size`` unless the longer would exceed ``max_size``, the
+Fast R-CNN rule — normalised as the backbone's pretraining did, then the batch is zero-padded
+(after normalisation, as torchvision and MMDetection do) at the bottom/right to a multiple of
+``size_divisible``. So a portrait photo next to a landscape one is resized exactly as it is alone.
+
+Resize rounding (``rounding``), the one place implementations disagree by a pixel:
+
+- ``"round"``: ``new = ⌊size · scale + 0.5⌋`` with the scale in float64 — MMDetection
+  (mmcv ``rescale_size``) and py-faster-rcnn; rcnn_zoo's default.
+- ``"floor"``: ``new = ⌊size · scale⌋`` in float64 with the scale computed in float32 —
+  torchvision's ``GeneralizedRCNNTransform`` (640×480 → 1066×800 where rounding gives 1067).
 """
 
 import tensorflow as tf
@@ -13,24 +24,87 @@ _IMAGENET_STD = (58.395, 57.12, 57.375)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 PREPROCESSING_MODES = ("caffe", "torch", "raw", "unit")
+RESIZE_ROUNDINGS = ("round", "floor")
 
 
-def resize_scale(height, width, min_size, max_size):
-    """Scale factor (float32 scalar tensor) for an image of ``height × width`` pixels."""
-    height = tf.cast(height, tf.float32)
-    width = tf.cast(width, tf.float32)
+def check_resize_rounding(rounding):
+    if rounding not in RESIZE_ROUNDINGS:
+        raise ValueError(f"resize rounding must be one of {RESIZE_ROUNDINGS}, got {rounding!r}")
+    return rounding
+
+
+def resized_sizes(sizes, min_size, max_size, rounding="round"):
+    """New ``(height, width)`` of images of ``sizes`` (int ``[..., 2]``) → int32 ``[..., 2]``.
+
+    ``min_size``/``max_size`` ``None`` disable that side's rule (both ``None``: unchanged).
+    """
+    check_resize_rounding(rounding)
+    sizes = tf.cast(sizes, tf.int32)
     if min_size is None and max_size is None:
-        return tf.constant(1.0)
-    scale = tf.constant(float("inf"))
+        return sizes
+    dtype = tf.float32 if rounding == "floor" else tf.float64
+    real = tf.cast(sizes, dtype)
+    scale = tf.fill(tf.shape(real)[:-1], tf.constant(float("inf"), dtype))
     if min_size is not None:
-        scale = float(min_size) / tf.minimum(height, width)
+        scale = tf.constant(float(min_size), dtype) / tf.reduce_min(real, axis=-1)
     if max_size is not None:
-        scale = tf.minimum(scale, float(max_size) / tf.maximum(height, width))
-    return scale
+        scale = tf.minimum(scale, tf.constant(float(max_size), dtype) / tf.reduce_max(real, axis=-1))
+    exact = tf.cast(sizes, tf.float64) * tf.cast(scale, tf.float64)[..., None]
+    new = tf.floor(exact) if rounding == "floor" else tf.floor(exact + 0.5)
+    return tf.maximum(tf.cast(new, tf.int32), 1)
 
 
-def resize_images(images, min_size, max_size):
-    """Resize a padded batch by one scale.
+def padded_size(sizes, size_divisible=1):
+    """The batch size ``[2]`` int32 holding every ``sizes [B, 2]``, rounded up to the divisor."""
+    size = tf.reduce_max(tf.cast(sizes, tf.int32), axis=0)
+    if size_divisible and int(size_divisible) > 1:
+        d = int(size_divisible)
+        size = (size + d - 1) // d * d
+    return size
+
+
+def full_image_sizes(images):
+    """``[B, 2]`` int32 sizes of a batch in which every image fills ``images [B, H, W, 3]``."""
+    shape = tf.shape(images)
+    return tf.tile(shape[None, 1:3], [shape[0], 1])
+
+
+def preprocess_batch(images, image_sizes, min_size, max_size, mode, rounding="round", size_divisible=1):
+    """Raw padded batch → the backbone's input (see the module docstring).
+
+    Args:
+        images: ``[B, H, W, 3]`` uint8 or float RGB 0..255.
+        image_sizes: int ``[B, 2]`` each image's ``(height, width)`` inside ``images``.
+        min_size, max_size, rounding: the resize rule; mode: normalisation; size_divisible:
+            pad the batch to a multiple of it (FPN: 32).
+    Returns:
+        ``(normalised [B, H', W', 3] float32, resized_sizes [B, 2] int32)``: image ``i`` is
+        ``normalised[i, :h'_i, :w'_i]``, zeros after it.
+    """
+    images = tf.cast(images, tf.float32)
+    image_sizes = tf.cast(image_sizes, tf.int32)
+    new_sizes = resized_sizes(image_sizes, min_size, max_size, rounding)
+    target = padded_size(new_sizes, size_divisible)
+    resize = min_size is not None or max_size is not None
+
+    def one(args):
+        image, size, new = args
+        image = image[: size[0], : size[1]]
+        if resize:
+            image = tf.image.resize(image, new, method="bilinear")
+        image = normalize(image, mode)
+        return tf.pad(image, [[0, target[0] - new[0]], [0, target[1] - new[1]], [0, 0]])
+
+    normalised = tf.map_fn(
+        one,
+        (images, image_sizes, new_sizes),
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32),
+    )
+    return normalised, new_sizes
+
+
+def resize_images(images, min_size, max_size, rounding="round"):
+    """Resize a batch of equal-size images by one scale (input pipelines).
 
     Returns ``([B,H',W',3]`` float32, ``scale [2]`` = ``(H'/H, W'/W)``): the exact per-axis
     factors after rounding the new size to whole pixels, so boxes map back without drift.
@@ -38,12 +112,10 @@ def resize_images(images, min_size, max_size):
     images = tf.cast(images, tf.float32)
     if min_size is None and max_size is None:
         return images, tf.ones([2], tf.float32)
-    shape = tf.shape(images)
-    old_size = tf.cast(shape[1:3], tf.float32)
-    scale = resize_scale(shape[1], shape[2], min_size, max_size)
-    new_size = tf.maximum(tf.cast(tf.round(old_size * scale), tf.int32), 1)
+    old_size = tf.shape(images)[1:3]
+    new_size = resized_sizes(old_size, min_size, max_size, rounding)
     resized = tf.image.resize(images, new_size, method="bilinear")
-    return resized, tf.cast(new_size, tf.float32) / old_size
+    return resized, tf.cast(new_size, tf.float32) / tf.cast(old_size, tf.float32)
 
 
 def normalize(images, mode):
