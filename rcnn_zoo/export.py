@@ -10,8 +10,14 @@ type depends on ``input_type``:
 - ``"float_image_tensor"``: float32 ``[B, H, W, 3]`` RGB in 0..255;
 - ``"encoded_image_string_tensor"``: string ``[B]`` of JPEG/PNG/BMP/GIF bytes, each decoded to
   RGB (``tf.io.decode_image(channels=3, expand_animations=False)``, so the first GIF frame, alpha
-  dropped). Images of different sizes are padded with black at the bottom/right to the largest
-  one before the model sees them.
+  dropped). Images of different sizes are batched with their own sizes, so each is resized and
+  detected exactly as it would be alone.
+
+For ``image_tensor`` and ``float_image_tensor`` every image of ``serving_default``'s batch fills
+it. A batch of images of different sizes goes to the second signature, ``serving_padded``: the
+same ``input_tensor`` padded by the client at the bottom/right, plus ``image_sizes`` int32
+``[B, 2]``, each image's own ``(height, width)``; each image then gets the detections it gets
+alone, and its boxes are normalised by its own size.
 
 B, H and W are dynamic. The outputs are named as in the TF Object Detection API:
 
@@ -41,7 +47,9 @@ from rcnn_zoo.ops import boxes as box_ops
 
 INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "float_image_tensor")
 SIGNATURE_NAME = "serving_default"
+PADDED_SIGNATURE_NAME = "serving_padded"  # image/float tensors + each image's own size
 INPUT_NAME = "input_tensor"
+SIZES_NAME = "image_sizes"
 PROPOSALS_NAME = "proposals"  # second input of models that take external proposals (Fast R-CNN)
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 LABELS_FILENAME = "labels.txt"
@@ -83,25 +91,21 @@ def decode_images(encoded):
     return images.to_tensor(), sizes
 
 
-def detections_to_od_api(model, outputs, padded_height, padded_width, image_sizes):
+def detections_to_od_api(model, outputs, image_sizes):
     """The model's predict dict → the OD API's four outputs (see the module docstring).
 
     Args:
         model: gives ``bounding_box_format``.
-        outputs: ``{"boxes" [B,D,4] (bounding_box_format, pixels of the padded batch),
+        outputs: ``{"boxes" [B,D,4] (bounding_box_format, each image's own pixels),
             "scores" [B,D], "labels" [B,D] (0…C−1, −1 padding), "num_detections" [B]}``.
-        padded_height, padded_width: size of the batch the model saw (relative box formats).
-        image_sizes: int ``[B, 2]`` ``(height, width)`` of each image's own pixels.
+        image_sizes: int ``[B, 2]`` ``(height, width)`` of each image's own pixels (relative
+            box formats are relative to them).
     """
-    boxes = box_ops.convert_format(
-        tf.cast(outputs["boxes"], tf.float32),
-        model.bounding_box_format,
-        "xyxy",
-        height=tf.cast(padded_height, tf.float32),
-        width=tf.cast(padded_width, tf.float32),
-    )
     sizes = tf.cast(image_sizes, tf.float32)
     height, width = sizes[:, 0:1], sizes[:, 1:2]
+    boxes = box_ops.convert_format(
+        tf.cast(outputs["boxes"], tf.float32), model.bounding_box_format, "xyxy", height=height, width=width
+    )
     normalised = tf.stack(
         [boxes[..., 1] / height, boxes[..., 0] / width, boxes[..., 3] / height, boxes[..., 2] / width],
         axis=-1,
@@ -110,9 +114,8 @@ def detections_to_od_api(model, outputs, padded_height, padded_width, image_size
     scores = tf.cast(outputs["scores"], tf.float32)
     classes = tf.cast(tf.cast(outputs["labels"], tf.int32) + 1, tf.float32)
     valid = tf.sequence_mask(tf.cast(outputs["num_detections"], tf.int32), tf.shape(scores)[1])
-    # A detection wholly inside another image's padding is empty once clipped: drop it and move
-    # the rest up, keeping their order (best first). Unpadded images lose nothing here: the
-    # model already clipped their boxes and dropped the empty ones.
+    # A detection outside its image is empty once clipped: drop it and move the rest up, keeping
+    # their order (best first). rcnn_zoo's detectors already clip and drop, so they lose nothing.
     valid &= (normalised[..., 2] > normalised[..., 0]) & (normalised[..., 3] > normalised[..., 1])
     order = tf.argsort(tf.cast(~valid, tf.int32), axis=1, stable=True)
     normalised = tf.gather(normalised, order, batch_dims=1)
@@ -128,33 +131,42 @@ def detections_to_od_api(model, outputs, padded_height, padded_width, image_size
     }
 
 
-def serving_fn(model, input_type):
-    """The ``tf.function`` behind ``serving_default`` (input signature fixed by ``input_type``).
+def serving_fn(model, input_type, with_sizes=False):
+    """The ``tf.function`` behind ``serving_default`` (input signature fixed by ``input_type``),
+    or with ``with_sizes`` behind ``serving_padded`` (a second input ``image_sizes [B, 2]``).
 
     Not traced here; :func:`export_saved_model` traces it inside ``force_fallback()``.
     """
     if input_type not in _INPUT_SPECS:
         raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    if with_sizes and input_type == "encoded_image_string_tensor":
+        raise ValueError("encoded images carry their own sizes; serving_padded takes image tensors")
+    takes_proposals = getattr(model, "takes_proposals", False)
 
-    def serve(input_tensor, proposals=None):
+    def serve(input_tensor, *extra):
+        extra = list(extra)
+        sizes = extra.pop(0) if with_sizes else None
+        proposals = extra.pop(0) if takes_proposals else None
         if input_type == "encoded_image_string_tensor":
             images, sizes = decode_images(input_tensor)
         else:
             images = input_tensor
-            shape = tf.shape(images)
-            sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
+            if sizes is None:
+                shape = tf.shape(images)
+                sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
         images = tf.cast(images, tf.float32)
-        shape = tf.shape(images)
-        if proposals is None:
-            outputs = model(images, training=False)
-        else:
-            # Fast R-CNN: proposals [B, R, 4] in each image's own pixels (padding bottom/right
-            # for encoded batches does not move them), computed by the client.
-            outputs = model({"images": images, "proposals": proposals}, training=False)
-        return detections_to_od_api(model, outputs, shape[1], shape[2], sizes)
+        sizes = tf.cast(sizes, tf.int32)
+        inputs = {"images": images, "image_sizes": sizes}
+        if proposals is not None:
+            # Fast R-CNN: proposals [B, R, 4] in each image's own pixels, computed by the client.
+            inputs["proposals"] = proposals
+        outputs = model(inputs, training=False)
+        return detections_to_od_api(model, outputs, sizes)
 
     signature = [_INPUT_SPECS[input_type]]
-    if getattr(model, "takes_proposals", False):
+    if with_sizes:
+        signature.append(tf.TensorSpec([None, 2], tf.int32, name=SIZES_NAME))
+    if takes_proposals:
         signature.append(tf.TensorSpec([None, None, 4], tf.float32, name=PROPOSALS_NAME))
     return tf.function(serve, input_signature=signature, autograph=False)
 
@@ -174,10 +186,12 @@ class _ServingModule(tf.Module):
     graph); the function captures its variables, which are tracked through ``model_variables``.
     """
 
-    def __init__(self, model, function, asset_paths):
+    def __init__(self, model, functions, asset_paths):
         super().__init__(name="rcnn_zoo_detector")
         self.model_variables = list(model.variables)
-        self.serve = function
+        self.serve = functions[0]
+        if len(functions) > 1:
+            self.serve_padded = functions[1]
         self.labels_file = tf.saved_model.Asset(asset_paths[0])
         self.label_map_file = tf.saved_model.Asset(asset_paths[1])
 
@@ -219,8 +233,9 @@ def export_saved_model(model, path, input_type="image_tensor", verbose=True, por
     """Write ``model`` as a SavedModel for TF Serving (signature ``serving_default``).
 
     Args:
-        model: a :class:`rcnn_zoo.TwoStageDetector` (anything with ``model(images,
-            training=False)`` → ``{"boxes", "scores", "labels", "num_detections"}``,
+        model: a :class:`rcnn_zoo.TwoStageDetector` (anything with ``model({"images": [B,H,W,3],
+            "image_sizes": [B,2]}, training=False)`` → ``{"boxes", "scores", "labels",
+            "num_detections"}`` in each image's own pixels,
             ``bounding_box_format``, ``num_classes`` and optional ``class_names``).
         path: the SavedModel directory to write (created if missing).
         input_type: ``"image_tensor"`` (uint8 ``[B,H,W,3]``), ``"float_image_tensor"``
@@ -245,16 +260,20 @@ def export_saved_model(model, path, input_type="image_tensor", verbose=True, por
     names = class_names_of(model)
     if len(names) != int(model.num_classes):
         raise ValueError(f"{len(names)} class names for num_classes={model.num_classes}")
-    function = serving_fn(model, input_type)
+    functions = {SIGNATURE_NAME: serving_fn(model, input_type)}
+    if input_type != "encoded_image_string_tensor":
+        functions[PADDED_SIGNATURE_NAME] = serving_fn(model, input_type, with_sizes=True)
     with tempfile.TemporaryDirectory(prefix="rcnn_zoo_export_") as scratch:
-        module = _ServingModule(model, function, _write_label_assets(scratch, names))
+        module = _ServingModule(model, list(functions.values()), _write_label_assets(scratch, names))
         tracing = _loader.force_fallback() if portable else contextlib.nullcontext()
         with tracing:
-            concrete = function.get_concrete_function()
-            custom = custom_op_types(concrete.graph.as_graph_def())
+            signatures = {name: f.get_concrete_function() for name, f in functions.items()}
+            custom = sorted(
+                {op for c in signatures.values() for op in custom_op_types(c.graph.as_graph_def())}
+            )
             if portable and custom:
                 raise ValueError(f"custom ops {custom} in a portable export (please report this)")
-            tf.saved_model.save(module, path, signatures={SIGNATURE_NAME: concrete})
+            tf.saved_model.save(module, path, signatures=signatures)
     if verbose:
         _print_summary(model, path, input_type, names, custom)
     return path
@@ -264,9 +283,16 @@ def _print_summary(model, path, input_type, names, custom):
     spec = _INPUT_SPECS[input_type]
     shape = "[B]" if input_type == "encoded_image_string_tensor" else "[B, H, W, 3]"
     ops = f"custom ops {custom} (load _rcnn_zoo_ops*.so first)" if custom else "stock TensorFlow ops only"
+    padded = ""
+    if input_type != "encoded_image_string_tensor":
+        padded = (
+            f"  signature '{PADDED_SIGNATURE_NAME}': the same, padded, plus {SIZES_NAME} int32 "
+            "[B, 2] (each image's height, width)\n"
+        )
     print(
         f"Saved {type(model).__name__} to {path} ({ops})\n"
         f"  signature '{SIGNATURE_NAME}': {INPUT_NAME} {spec.dtype.name} {shape} ({input_type})\n"
+        f"{padded}"
         "  outputs: detection_boxes [B, D, 4] (normalised ymin, xmin, ymax, xmax), "
         "detection_scores [B, D], detection_classes [B, D] (1-based ids), num_detections [B]\n"
         f"  classes: {', '.join(f'{i + 1}={n}' for i, n in enumerate(names))} "

@@ -377,7 +377,7 @@ def proposals_dataset(
 def add_proposals(dataset, proposals, max_proposals=None):
     """Add proposals to the batches of ``rcnn_zoo.data.make_tf_dataset(..., return_metadata=True)``.
 
-    Each batch ``(images, targets)`` becomes ``({"images": images, "proposals": [B, R, 4]},
+    Each batch ``(inputs, targets)`` becomes ``({**inputs, "proposals": [B, R, 4]},
     targets)``: the proposals of record ``targets["image_id"]`` (in the records' order, as
     :func:`compute_proposals` returns them for ``[r.image_path for r in records]``), scaled by
     ``targets["scale"]`` into the resized pixels the pipeline produced. Shuffling is fine: the
@@ -404,7 +404,7 @@ def add_proposals(dataset, proposals, max_proposals=None):
         proposals = list(proposals)
     table = tf.constant(pad_proposals(proposals, max_proposals))
 
-    def attach(images, targets):
+    def attach(inputs, targets):
         boxes = tf.gather(table, targets["image_id"])  # [B, R, 4] original pixels
         scale = tf.cast(targets["scale"], tf.float32)  # (sy, sx)
         factors = tf.stack([scale[:, 1], scale[:, 0], scale[:, 1], scale[:, 0]], axis=-1)
@@ -417,6 +417,7 @@ def add_proposals(dataset, proposals, max_proposals=None):
             )
             boxes = tf.where(tf.cast(targets["flipped"], tf.bool)[:, None, None], mirrored, boxes)
         boxes = tf.where(valid[..., None], boxes, 0.0)  # padding stays exactly zero
-        return {"images": images, "proposals": boxes}, targets
+        inputs = dict(inputs) if isinstance(inputs, dict) else {"images": inputs}
+        return {**inputs, "proposals": boxes}, targets
 
     return dataset.map(attach, num_parallel_calls=tf.data.AUTOTUNE)

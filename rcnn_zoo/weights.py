@@ -1,8 +1,18 @@
-"""Pretrained detector weights: by registered name, or from a ``.weights.h5`` / ``.keras`` file.
+"""Pretrained detector weights: by registered name (a preset), or from a weights file.
 
-    model = rcnn_zoo.FasterRCNN(num_classes=90, backbone="resnet50_fpn", weights="coco")
-    model = rcnn_zoo.weights.build_pretrained("voc")          # the entry's own arguments
+    model = rcnn_zoo.FasterRCNN(weights="coco")                  # the source model, exactly
+    model = rcnn_zoo.FasterRCNN.from_preset("voc", score_threshold=0.5)   # the same, documented
+    model = rcnn_zoo.FasterRCNN(weights="voc", num_classes=5)   # fine-tuning start
     model = rcnn_zoo.FasterRCNN(num_classes=3, backbone="tiny", weights="run/best.weights.h5")
+
+A registered name is a *preset*: the entry's ``model`` arguments (class count, backbone and
+every hyperparameter of the source's pre- and post-processing) and class names build the
+model, and the caller's arguments override them. An override that changes the architecture
+(backbone, layer widths, anchors per location) is refused naming the argument; a different
+``num_classes`` loads everything but the class-specific predictor. Each entry names its
+detector class (``"detector"``, default ``FasterRCNN``) and may be registered under another
+key with ``"preset"`` as its short name (``FastRCNN(weights="coco")`` is entry
+``fast_rcnn_coco``).
 
 Names live in ``weights/registry.json`` (data, not code; fields in ``weights/README.md``): the
 detector's constructor arguments, class names, preprocessing, the file's URL, SHA-256 (full or
@@ -46,6 +56,8 @@ __all__ = [
     "WeightsMismatchError",
     "available_weights",
     "build_pretrained",
+    "find_preset",
+    "preset_arguments",
     "builtin_registry_path",
     "checkpoint_num_classes",
     "file_sha256",
@@ -170,9 +182,105 @@ def load_registry():
     return entries
 
 
-def available_weights():
-    """Sorted registered names."""
-    return sorted(load_registry())
+def _detector_of(entry):
+    return entry.get("detector", "FasterRCNN")
+
+
+def available_weights(detector=None):
+    """Sorted registered names (for ``detector``, a class name, its preset names)."""
+    registry = load_registry()
+    if detector is None:
+        return sorted(registry)
+    return sorted(
+        entry.get("preset", key) for key, entry in registry.items() if _detector_of(entry) == detector
+    )
+
+
+def find_preset(detector, name):
+    """``(registry key, entry)`` of preset ``name`` for detector class name ``detector``, or
+    ``None`` when ``name`` is not a registered name (a file path, say).
+
+    Raises ValueError when ``name`` is registered for another detector only.
+    """
+    registry = load_registry()
+    for key, entry in registry.items():
+        if _detector_of(entry) == detector and entry.get("preset", key) == name:
+            return key, entry
+    if name in registry:
+        other = _detector_of(registry[name])
+        raise ValueError(
+            f"weights {name!r} are for {other}, not {detector}: use rcnn_zoo.{other}(weights={name!r}). "
+            f"{detector} presets: {available_weights(detector)}"
+        )
+    return None
+
+
+def _is_file_argument(weights):
+    weights = os.fspath(weights)
+    return os.sep in weights or "/" in weights or weights.endswith((".h5", ".keras", ".pth", ".pt"))
+
+
+def preset_arguments(detector, weights, given):
+    """Constructor arguments of a detector built with ``weights=weights``.
+
+    Args:
+        detector: the detector's class name (``"FasterRCNN"``, ``"FastRCNN"``, …).
+        weights: ``None``, a file path or a preset name.
+        given: ``{argument: value}`` the caller passed (``None`` values already removed where
+            ``None`` means "not given").
+    Returns:
+        ``given`` on top of the preset's arguments and class names (those only when the class
+        count is the preset's); ``given`` itself when ``weights`` is no preset.
+    Raises:
+        ValueError: ``weights`` names no preset of ``detector`` (the message lists them).
+        WeightsMismatchError: an override changes the architecture (named in the message).
+    """
+    if weights is None or _is_file_argument(weights):
+        return dict(given)
+    found = find_preset(detector, os.fspath(weights))
+    if found is None:
+        raise ValueError(
+            f"Unknown weights {weights!r} for {detector}. Registered: "
+            f"{available_weights(detector)}; or pass the path of a .weights.h5 or .keras file."
+        )
+    key, entry = found
+    preset = dict(entry["model"])
+    _refuse_architecture_changes(detector, weights, preset, given)
+    arguments = dict(preset)
+    same_classes = given.get("num_classes", preset["num_classes"]) == preset["num_classes"]
+    if entry.get("class_names") and same_classes:
+        arguments["class_names"] = list(entry["class_names"])
+    arguments.update(given)
+    return arguments
+
+
+def _refuse_architecture_changes(detector, name, preset, given):
+    # A layer width the preset does not list is the backbone's default, which the weights have.
+    changed = [
+        key for key in ("backbone",) + STRUCTURAL_KEYS
+        if key in given and _normalised(given[key]) != _normalised(preset.get(key, "default"))
+    ]
+    for key in ("anchor_sizes", "anchor_aspect_ratios"):
+        if key in given and key in preset and _anchor_count(given[key]) != _anchor_count(preset[key]):
+            changed.append(key)
+    if changed:
+        details = ", ".join(
+            f"{k}={given[k]!r} (the weights have {preset.get(k, 'the backbone default')!r})"
+            for k in changed
+        )
+        raise WeightsMismatchError(
+            f"{detector}(weights={name!r}): {details} changes the architecture, so the weights "
+            "cannot load. Leave it out (the preset sets it), or build the model without "
+            "weights=... to train it from scratch."
+        )
+
+
+def _anchor_count(values):
+    """Anchors per location a sizes / ratios argument gives on each level."""
+    values = list(values)
+    if values and isinstance(values[0], (list, tuple)):
+        return [len(v) for v in values]
+    return [len(values)]
 
 
 def get_weights_entry(name):
@@ -389,7 +497,7 @@ def _converted_path(name, entry, source_path):
 
 def _convert(name, entry, source_path, converted_path):
     from rcnn_zoo import convert  # noqa: PLC0415 (imported only when converting)
-    from rcnn_zoo.models.faster_rcnn import FasterRCNN  # noqa: PLC0415 (cycle)
+    import rcnn_zoo.models as models  # noqa: PLC0415 (cycle)
 
     converter = convert.get_converter(entry["convert"])
     state_dict = convert.read_state_dict(source_path)
@@ -399,7 +507,7 @@ def _convert(name, entry, source_path, converted_path):
         raise WeightsMismatchError(
             f"registry entry {name!r} says num_classes={expected} but {source_path} has {found}"
         )
-    model = FasterRCNN(**entry["model"])
+    model = getattr(models, _detector_of(entry))(**entry["model"])
     convert.convert_state_dict(converter, state_dict, model=model, **entry.get("convert_options", {}))
     del state_dict
     convert.save_detector(model, converted_path)
@@ -567,8 +675,8 @@ def _check_entry_fits(model, name, entry, strict):
     if backbone != getattr(model, "backbone_name", backbone):
         raise WeightsMismatchError(
             f"The {name!r} weights are for backbone {backbone!r}; this model uses "
-            f"{model.backbone_name!r}. Build it with backbone={backbone!r} (or use "
-            f"rcnn_zoo.weights.build_pretrained({name!r}))."
+            f"{model.backbone_name!r}. Build it with {type(model).__name__}(weights={name!r}), "
+            "which takes the backbone and every setting from the preset."
         )
     hp = getattr(model, "hp", {})
     structural = {
@@ -589,7 +697,7 @@ def _check_entry_fits(model, name, entry, strict):
         details = "; ".join(f"{k}: model {m!r}, weights {w!r}" for k, (m, w) in structural.items())
         raise WeightsMismatchError(
             f"The {name!r} weights do not fit this model's layer sizes ({details}). Build it with "
-            f"rcnn_zoo.weights.build_pretrained({name!r}) or the entry's arguments {arguments}."
+            f"{type(model).__name__}(weights={name!r}) (the preset's arguments: {arguments})."
         )
     expected_classes = int(arguments["num_classes"])
     if strict and model.num_classes != expected_classes:
@@ -606,7 +714,7 @@ def _check_entry_fits(model, name, entry, strict):
         notes.append(
             "these settings differ from the ones its published metric was measured with: "
             + "; ".join(f"{k}={m!r} here, {w!r} there" for k, (m, w) in differences.items())
-            + f" (pass them, or use rcnn_zoo.weights.build_pretrained({name!r}))"
+            + f" ({type(model).__name__}(weights={name!r}) without them builds the source model)"
         )
     if entry.get("not_expressible"):
         notes.append(
@@ -640,11 +748,18 @@ def load_detector_weights(model, weights, strict=False, cache_dir=None):
         WeightsIntegrityError: SHA-256 mismatch (expected, got and the file named).
     """
     weights = os.fspath(weights)
-    if os.sep in weights or "/" in weights or weights.endswith((".h5", ".keras", ".pth", ".pt")):
+    if _is_file_argument(weights):
         return load_weights_file(model, weights, strict=strict)
-    entry = get_weights_entry(weights)
+    found = find_preset(type(model).__name__, weights)
+    if found is None:
+        raise ValueError(
+            f"Unknown weights {weights!r} for {type(model).__name__}. Registered: "
+            f"{available_weights(type(model).__name__)}; or pass the path of a .weights.h5 or "
+            ".keras file."
+        )
+    key, entry = found
     _check_entry_fits(model, weights, entry, strict)
-    path = weights_file(weights, cache_dir=cache_dir)
+    path = weights_file(key, cache_dir=cache_dir)
     skipped = load_weights_file(model, path, strict=strict)
     if not skipped and model.class_names is None and entry.get("class_names"):
         if len(entry["class_names"]) == model.num_classes:
@@ -653,19 +768,14 @@ def load_detector_weights(model, weights, strict=False, cache_dir=None):
 
 
 def build_pretrained(name, strict=False, cache_dir=None, **overrides):
-    """A ``FasterRCNN`` built with the registry entry's arguments and class names, weights loaded.
-
-    ``overrides`` replace constructor arguments (e.g. ``num_classes=5`` for fine-tuning, which
-    loads everything except the predictor, or ``score_threshold=0.5``).
+    """The detector of registry entry ``name`` with its weights: ``Detector(weights=name,
+    **overrides)`` for the entry's detector class (kept for older code; prefer
+    ``rcnn_zoo.FasterRCNN(weights=name)`` or ``FasterRCNN.from_preset(name)``).
     """
-    from rcnn_zoo.models.faster_rcnn import FasterRCNN  # noqa: PLC0415 (cycle)
+    import rcnn_zoo.models as models  # noqa: PLC0415 (cycle)
 
     entry = get_weights_entry(name)
-    arguments = dict(entry["model"])
-    same_classes = overrides.get("num_classes", arguments["num_classes"]) == arguments["num_classes"]
-    if entry.get("class_names") and same_classes:
-        arguments["class_names"] = list(entry["class_names"])
-    arguments.update(overrides)
-    model = FasterRCNN(**arguments)
-    load_detector_weights(model, name, strict=strict, cache_dir=cache_dir)
+    detector = getattr(models, _detector_of(entry))
+    model = detector(weights=None, **preset_arguments(detector.__name__, entry.get("preset", name), overrides))
+    load_detector_weights(model, entry.get("preset", name), strict=strict, cache_dir=cache_dir)
     return model

@@ -10,9 +10,13 @@ format (VOC's 1-based inclusive corners, COCO's ``xywh``) when they read; labels
 
 The pipeline turns records into batches ready for ``model.fit``::
 
-    (images  float32 [B, H, W, 3] in 0..255, padded bottom/right with zeros,
+    ({"images":      float32 [B, H, W, 3] in 0..255, padded bottom/right with zeros,
+      "image_sizes": int32   [B, 2] each image's own (height, width) inside the batch},
      {"boxes":  float32 [B, G, 4] xyxy pixels of the resized image, padded with zeros,
       "labels": int32   [B, G], padded with -1})
+
+The sizes travel with the batch so that a detector resizes and pads each image as it would
+alone (a portrait photo next to a landscape one is not shrunk).
 
 With ``training=False`` the targets also carry ``"difficult"`` (bool ``[B, G]``: VOC
 ``difficult`` or COCO ``iscrowd``, objects an evaluator ignores), and with
@@ -407,7 +411,7 @@ def make_tf_dataset(
         num_parallel_calls: parallelism of decoding and augmentation.
 
     Returns:
-        ``tf.data.Dataset`` of ``(images, targets)``, prefetched.
+        ``tf.data.Dataset`` of ``({"images", "image_sizes"}, targets)``, prefetched.
     """
     records = list(records)
     if not records:
@@ -506,7 +510,7 @@ def make_tf_dataset(
                 image_size=new_size,
                 flipped=flipped,  # so per-image side data (e.g. proposals) can be mirrored too
             )
-        return image, targets
+        return {"images": image, "image_sizes": tf.shape(image)[:2]}, targets
 
     dataset = tf.data.Dataset.range(len(records))
     if cache:
@@ -537,17 +541,19 @@ def make_tf_dataset(
     image_shape = [None, None, 3] if pad_to is None else [pad_to[0], pad_to[1], 3]
     dataset = dataset.padded_batch(
         batch_size,
-        padded_shapes=(image_shape, target_shapes),
-        padding_values=(0.0, target_padding),
+        padded_shapes=({"images": image_shape, "image_sizes": [2]}, target_shapes),
+        padding_values=({"images": 0.0, "image_sizes": 0}, target_padding),
         drop_remainder=drop_remainder,
     )
     if size_divisibility:
         d = int(size_divisibility)
 
-        def pad_to_multiple(images, targets):
+        def pad_to_multiple(inputs, targets):
+            images = inputs["images"]
             shape = tf.shape(images)
             pad_h, pad_w = (-shape[1]) % d, (-shape[2]) % d
-            return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]), targets
+            images = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+            return {**inputs, "images": images}, targets
 
         dataset = dataset.map(pad_to_multiple, num_parallel_calls=num_parallel_calls)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -46,8 +46,8 @@ def training_dataset(
     are batched together (see the module docstring).
 
     Returns:
-        ``tf.data.Dataset`` of ``(images float32 [B,H,W,3] 0..255, {"boxes" [B,G,4] xyxy pixels,
-        "labels" [B,G] −1 padded})``.
+        ``tf.data.Dataset`` of ``({"images" float32 [B,H,W,3] 0..255, "image_sizes" int32
+        [B,2]}, {"boxes" [B,G,4] xyxy pixels, "labels" [B,G] −1 padded})``.
     """
     longest = max((max(r.height, r.width) for r in dataset.records))
     # Decode once and keep images no larger than needed (crops of up to 1/crop_min_scale zoom).
@@ -63,7 +63,8 @@ def training_dataset(
     augment_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def augment(element, rng):
-        image, targets = element
+        inputs, targets = element
+        image = inputs["images"]
         boxes, labels = targets["boxes"], targets["labels"]
         seeds = tf.random.experimental.stateless_split(tf.stack([rng, tf.constant(7, tf.int64)]), 4)
         if zoom_out > 1.0:
@@ -80,13 +81,15 @@ def training_dataset(
             )
         resized, factors = resize_images(image[None], min_size, max_size)
         boxes = boxes * tf.stack([factors[1], factors[0], factors[1], factors[0]])
-        return resized[0], {"boxes": boxes, "labels": labels}
+        image = resized[0]
+        return {"images": image, "image_sizes": tf.shape(image)[:2]}, {"boxes": boxes, "labels": labels}
 
     per_image = tf.data.Dataset.zip(base, augment_seeds).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    shapes = ([None, None, 3], {"boxes": [None, 4], "labels": [None]})
-    padding = (0.0, {"boxes": 0.0, "labels": -1})
+    shapes = ({"images": [None, None, 3], "image_sizes": [2]}, {"boxes": [None, 4], "labels": [None]})
+    padding = ({"images": 0.0, "image_sizes": 0}, {"boxes": 0.0, "labels": -1})
+    # Same-orientation batches waste less padding (each image's size travels with it anyway).
     batches = per_image.group_by_window(
-        key_func=lambda image, targets: tf.cast(tf.shape(image)[0] > tf.shape(image)[1], tf.int64),
+        key_func=lambda x, targets: tf.cast(tf.shape(x["images"])[0] > tf.shape(x["images"])[1], tf.int64),
         reduce_func=lambda key, window: window.padded_batch(batch_size, shapes, padding),
         window_size=batch_size,
     )

@@ -96,6 +96,8 @@ class TwoStageDetector(keras.Model):
     """
 
     LOSS_NAMES = ()
+    # Registry entries with this "detector" field are this class's presets (weights="name").
+    PRESET_DETECTOR = None
 
     def __init__(
         self,
@@ -132,6 +134,41 @@ class TwoStageDetector(keras.Model):
         self.max_detections = int(max_detections)
         self.loss_trackers = [keras.metrics.Mean(name=name) for name in self.LOSS_NAMES]
         self.losses_by_name = {}
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """The registered model ``name`` with its weights; ``overrides`` replace its arguments.
+
+        Equivalent to ``cls(weights=name, **overrides)`` (Keras-hub style). ``num_classes=N``
+        different from the preset's is the fine-tuning start: every layer but the
+        class-specific predictor is loaded. Presets: ``rcnn_zoo.weights.available_weights(
+        cls.PRESET_DETECTOR)``.
+        """
+        return cls(weights=name, **overrides)
+
+    @classmethod
+    def resolve_arguments(cls, weights, named, hyperparameters, defaults):
+        """Constructor arguments: ``defaults`` < the preset of ``weights`` < what was passed.
+
+        ``named``: the constructor's named arguments (``None`` = not passed);
+        ``hyperparameters``: the keyword arguments (an explicit ``None`` is kept, e.g.
+        ``image_min_size=None``).
+        """
+        from rcnn_zoo.weights import available_weights, preset_arguments  # noqa: PLC0415 (cycle)
+
+        given = {k: v for k, v in named.items() if v is not None}
+        given.update(hyperparameters)
+        detector = cls.PRESET_DETECTOR or cls.__name__
+        arguments = preset_arguments(detector, weights, given)
+        if arguments.get("num_classes") is None:
+            raise TypeError(
+                f"{cls.__name__} needs num_classes (the number of foreground classes), or "
+                f"weights=<preset> to build a registered model: {available_weights(detector)}"
+            )
+        for key, value in defaults.items():
+            arguments.setdefault(key, value)
+        return arguments
 
     # ------------------------------------------------------------------ images and targets
     def preprocess(self, images, image_sizes=None):

@@ -60,6 +60,14 @@ DEFAULTS = {
     "roi_fc7_rank": None,
 }
 ROI_POOLING = ("pool", "align")
+# Defaults of the constructor's named arguments (the paper's; a preset or the caller may set them).
+CONSTRUCTOR_DEFAULTS = {
+    "backbone": "vgg16",
+    "bounding_box_format": "xyxy",
+    "score_threshold": 0.05,
+    "nms_threshold": 0.3,
+    "max_detections": 100,
+}
 
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
@@ -112,20 +120,41 @@ class FastRCNN(TwoStageDetector):
     # export_saved_model adds a "proposals" serving input for models that take them.
     takes_proposals = True
 
+    PRESET_DETECTOR = "FastRCNN"
+
     def __init__(
         self,
-        num_classes,
-        backbone="vgg16",
+        num_classes=None,
+        backbone=None,
         weights=None,
         backbone_weights=None,
-        bounding_box_format="xyxy",
+        bounding_box_format=None,
         class_names=None,
         roi_pooling=None,
-        score_threshold=0.05,
-        nms_threshold=0.3,
-        max_detections=100,
+        score_threshold=None,
+        nms_threshold=None,
+        max_detections=None,
         **hyperparameters,
     ):
+        arguments = self.resolve_arguments(
+            weights,
+            dict(
+                num_classes=num_classes, backbone=backbone, bounding_box_format=bounding_box_format,
+                class_names=class_names, roi_pooling=roi_pooling, score_threshold=score_threshold,
+                nms_threshold=nms_threshold, max_detections=max_detections,
+            ),
+            hyperparameters,
+            CONSTRUCTOR_DEFAULTS,
+        )
+        num_classes = arguments.pop("num_classes")
+        backbone = arguments.pop("backbone")
+        bounding_box_format = arguments.pop("bounding_box_format")
+        class_names = arguments.pop("class_names", None)
+        roi_pooling = arguments.pop("roi_pooling", None)
+        score_threshold = arguments.pop("score_threshold")
+        nms_threshold = arguments.pop("nms_threshold")
+        max_detections = arguments.pop("max_detections")
+        hyperparameters = arguments
         base_keys = {"name", "trainable", "dtype"}
         layer_kwargs = {k: hyperparameters.pop(k) for k in list(hyperparameters) if k in base_keys}
         unknown = set(hyperparameters) - set(DEFAULTS)

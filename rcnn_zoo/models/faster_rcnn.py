@@ -60,6 +60,16 @@ DEFAULTS = {
 }
 
 
+# Defaults of the constructor's named arguments (a preset or the caller may set them).
+CONSTRUCTOR_DEFAULTS = {
+    "backbone": "resnet50_fpn",
+    "bounding_box_format": "xyxy",
+    "score_threshold": 0.05,
+    "nms_threshold": 0.5,
+    "max_detections": 100,
+}
+
+
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
 class FasterRCNN(TwoStageDetector):
     """Faster R-CNN as a ``keras.Model``: ``compile()``, ``fit()``, ``predict()``, ``save()``.
@@ -73,11 +83,16 @@ class FasterRCNN(TwoStageDetector):
     ``bounding_box_format`` and image pixels. ``predict`` returns ``{"boxes" [B,D,4], "scores"
     [B,D], "labels" [B,D] (−1 padding), "num_detections" [B]}`` in the same format and pixels.
 
+    ``FasterRCNN(weights="coco")`` (or ``FasterRCNN.from_preset("coco")``) builds the registered
+    model exactly — class count, backbone, every pre/post-processing setting, class names — and
+    loads it; arguments passed with it override the preset (``num_classes=5``: fine-tuning start).
+
     Args:
-        num_classes: foreground classes.
+        num_classes: foreground classes (taken from the preset with ``weights=<name>``).
         backbone: ``"vgg16"``, ``"resnet50"``, ``"resnet101"`` (C4), ``"resnet50_fpn"``,
             ``"mobilenet_v3_large_fpn"`` or ``"tiny"`` (small, for tests and CPU training).
-        weights: ``None``, a registered name (``"voc"``, ``"coco"``, ``"shapes"``) or a path to a
+        weights: ``None``, a preset name (``"voc"``, ``"coco"``, ``"shapes"``, …; see
+            ``rcnn_zoo.weights.available_weights("FasterRCNN")``) or a path to a
             ``.weights.h5`` / ``.keras`` file of a detector of the same configuration.
         backbone_weights: ``None`` (random) or ``"imagenet"`` (keras.applications download).
         bounding_box_format: format of target and predicted boxes.
@@ -96,20 +111,41 @@ class FasterRCNN(TwoStageDetector):
 
     LOSS_NAMES = ("rpn_cls", "rpn_box", "cls", "box")
 
+    PRESET_DETECTOR = "FasterRCNN"
+
     def __init__(
         self,
-        num_classes,
-        backbone="resnet50_fpn",
+        num_classes=None,
+        backbone=None,
         weights=None,
         backbone_weights=None,
-        bounding_box_format="xyxy",
+        bounding_box_format=None,
         class_names=None,
         roi_pooling=None,
-        score_threshold=0.05,
-        nms_threshold=0.5,
-        max_detections=100,
+        score_threshold=None,
+        nms_threshold=None,
+        max_detections=None,
         **hyperparameters,
     ):
+        arguments = self.resolve_arguments(
+            weights,
+            dict(
+                num_classes=num_classes, backbone=backbone, bounding_box_format=bounding_box_format,
+                class_names=class_names, roi_pooling=roi_pooling, score_threshold=score_threshold,
+                nms_threshold=nms_threshold, max_detections=max_detections,
+            ),
+            hyperparameters,
+            CONSTRUCTOR_DEFAULTS,
+        )
+        num_classes = arguments.pop("num_classes")
+        backbone = arguments.pop("backbone")
+        bounding_box_format = arguments.pop("bounding_box_format")
+        class_names = arguments.pop("class_names", None)
+        roi_pooling = arguments.pop("roi_pooling", None)
+        score_threshold = arguments.pop("score_threshold")
+        nms_threshold = arguments.pop("nms_threshold")
+        max_detections = arguments.pop("max_detections")
+        hyperparameters = arguments
         base_keys = {"name", "trainable", "dtype"}
         layer_kwargs = {k: hyperparameters.pop(k) for k in list(hyperparameters) if k in base_keys}
         unknown = set(hyperparameters) - set(DEFAULTS)

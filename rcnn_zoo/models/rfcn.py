@@ -98,7 +98,9 @@ class RFCN(FasterRCNN):
         from the R-FCN paper: 300 proposals per image in training and test, OHEM keeps 128).
     """
 
-    def __init__(self, num_classes, backbone="resnet101", k=7, ohem=True, reduced_channels=None, **kwargs):
+    PRESET_DETECTOR = "RFCN"
+
+    def __init__(self, num_classes=None, backbone="resnet101", k=7, ohem=True, reduced_channels=None, **kwargs):
         self.k = int(k)
         self.ohem = bool(ohem)
         self._reduced_channels_arg = reduced_channels

@@ -15,23 +15,49 @@ import tensorflow as tf
 DELTA_CLAMP = math.log(1000.0 / 16)
 
 
+def _relative_factors(absolute_format, height, width, dtype):
+    """``[..., 4]`` multipliers turning ``rel_<absolute_format>`` boxes into pixels.
+
+    ``height``/``width`` are scalars or tensors broadcastable to ``boxes[..., 0]`` (per-image
+    sizes ``[B, 1]`` for boxes ``[B, N, 4]``), which Keras' converter does not broadcast.
+    """
+    if height is None or width is None:
+        raise ValueError(f"relative box format rel_{absolute_format} needs height and width")
+    height = tf.cast(height, dtype)
+    width = tf.cast(width, dtype)
+    height, width = height + tf.zeros_like(width), width + tf.zeros_like(height)
+    x_first = absolute_format.replace("center_", "").startswith("x")
+    order = [width, height, width, height] if x_first else [height, width, height, width]
+    return tf.stack(order, axis=-1)
+
+
 def convert_format(boxes, source, target, height=None, width=None):
     """Convert boxes between any formats ``keras.utils.bounding_boxes`` knows.
 
     Args:
         boxes: ``[..., 4]`` float tensor.
         source, target: format names such as ``"xyxy"``, ``"yxyx"``, ``"xywh"``,
-            ``"center_xywh"``, ``"rel_xyxy"`` (relative formats need ``height``/``width``).
+            ``"center_xywh"``, ``"rel_xyxy"`` (relative formats need ``height``/``width``:
+            scalars, or per image, e.g. ``[B, 1]`` for boxes ``[B, N, 4]``).
     """
-    if source == target:
-        return tf.convert_to_tensor(boxes)
     boxes = tf.convert_to_tensor(boxes)
-    return tf.cast(
-        keras.utils.bounding_boxes.convert_format(
-            boxes, source=source, target=target, height=height, width=width, dtype=boxes.dtype
-        ),
-        boxes.dtype,
-    )
+    if source == target:
+        return boxes
+    if source.startswith("rel_"):
+        source = source[len("rel_"):]
+        boxes = boxes * _relative_factors(source, height, width, boxes.dtype)
+    relative_target = target.startswith("rel_")
+    absolute_target = target[len("rel_"):] if relative_target else target
+    if source != absolute_target:
+        boxes = tf.cast(
+            keras.utils.bounding_boxes.convert_format(
+                boxes, source=source, target=absolute_target, dtype=boxes.dtype
+            ),
+            boxes.dtype,
+        )
+    if relative_target:
+        boxes = boxes / _relative_factors(absolute_target, height, width, boxes.dtype)
+    return boxes
 
 
 def area(boxes):

@@ -77,3 +77,16 @@ def test_imagenet_download_failure_explains_what_to_do(monkeypatch):
     monkeypatch.setattr(keras.applications, "VGG16", offline)
     with pytest.raises(RuntimeError, match="backbone_weights=None"):
         build_backbone("vgg16", weights="imagenet")
+
+
+def test_mobilenet_has_torchvision_layout_and_refuses_keras_imagenet_weights():
+    spec = build_backbone("mobilenet_v3_large_fpn")
+    # torchvision's FPN inputs are features[13] and features[16]: both stride 32, plus the pool
+    assert spec.feature_names == ("P5a", "P5b", "P6") and spec.strides == (32, 32, 64)
+    assert spec.preprocessing == "torch"
+    assert spec.defaults["anchor_sizes"] == ((32, 64, 128, 256, 512),) * 3
+    assert spec.defaults["roi_levels"] == ("P5a",)
+    assert not any(layer.name.startswith("rescaling") for layer in spec.model.layers)
+    assert all(layer.trainable is False for layer in spec.model.layers if layer.name.endswith("_bn"))
+    with pytest.raises(ValueError, match="torchvision"):
+        build_backbone("mobilenet_v3_large_fpn", weights="imagenet")

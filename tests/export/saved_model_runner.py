@@ -1,9 +1,11 @@
 """Run exported SavedModels the way a server does: TensorFlow only, rcnn_zoo never imported.
 
 Usage: ``python saved_model_runner.py jobs.json`` where ``jobs.json`` is
-``{"jobs": [{"name", "model" (SavedModel dir), "input_type", "images" (file paths)}]}``.
-Images are fed as one batch: file bytes for ``encoded_image_string_tensor``, else decoded with
-PIL (all the same size) as uint8 or float32. Prints one JSON object: per job the four outputs,
+``{"jobs": [{"name", "model" (SavedModel dir), "input_type", "images" (file paths),
+"signature" (optional, default "serving_default")}]}``. Images are fed as one batch: file bytes
+for ``encoded_image_string_tensor``, else decoded with PIL as uint8 or float32 (all the same
+size for ``serving_default``; for ``serving_padded`` zero-padded at the bottom/right to the
+largest, with ``image_sizes`` giving each one's own size). Prints one JSON object: per job the four outputs,
 the signature's input/output specs and the class names read from the model's labels asset; the
 op types in each graph that stock TensorFlow does not register; and whether rcnn_zoo or its op
 library ended up in this process (the script asserts they did not).
@@ -27,9 +29,14 @@ def _batch(input_type, paths):
             with open(path, "rb") as handle:
                 data.append(handle.read())
         return tf.constant(data)
-    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths])
+    decoded = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    sizes = np.array([image.shape[:2] for image in decoded], np.int32)
+    height, width = sizes.max(axis=0)
+    images = np.stack(
+        [np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]), (0, 0))) for im in decoded]
+    )
     dtype = tf.float32 if input_type == "float_image_tensor" else tf.uint8
-    return tf.constant(images.astype(dtype.as_numpy_dtype))
+    return tf.constant(images.astype(dtype.as_numpy_dtype)), tf.constant(sizes)
 
 
 def _unregistered_ops(model_dir):
@@ -50,8 +57,15 @@ def run(jobs):
     results = {}
     for job in jobs:
         loaded = tf.saved_model.load(job["model"])
-        function = loaded.signatures["serving_default"]
-        outputs = function(input_tensor=_batch(job["input_type"], job["images"]))
+        name = job.get("signature", "serving_default")
+        function = loaded.signatures[name]
+        batch = _batch(job["input_type"], job["images"])
+        if name == "serving_padded":
+            outputs = function(input_tensor=batch[0], image_sizes=batch[1])
+        elif isinstance(batch, tuple):
+            outputs = function(input_tensor=batch[0])
+        else:
+            outputs = function(input_tensor=batch)
         with open(loaded.labels_file.asset_path.numpy().decode(), encoding="utf-8") as handle:
             labels = handle.read().splitlines()
         results[job["name"]] = {

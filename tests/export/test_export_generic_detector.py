@@ -15,7 +15,8 @@ from rcnn_zoo.export import export_saved_model
 class CentreBoxDetector(rcnn_zoo.TwoStageDetector):
     """Finds the centre half of every image, class 1, with a learnt score (one weight).
 
-    Boxes are ``rel_yxyx`` relative to the (padded) batch the model sees; D = 2, one valid row.
+    Boxes are ``rel_yxyx`` relative to each image's own size (the detector protocol); D = 2, one
+    valid row. It reads its input as every rcnn_zoo detector does (``unpack_images``).
     """
 
     def __init__(self, **kwargs):
@@ -24,7 +25,8 @@ class CentreBoxDetector(rcnn_zoo.TwoStageDetector):
     def build(self, input_shape):
         self.score = self.add_weight(shape=(), initializer="zeros", name="score")
 
-    def call(self, images, training=False):
+    def call(self, inputs, training=False):
+        images, _ = rcnn_zoo.models.detector.unpack_images(inputs)
         batch = tf.shape(images)[0]
         rows = tf.constant([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 0.0, 0.0]])
         return {
@@ -50,11 +52,11 @@ def test_any_two_stage_detector_exports(tmp_path):
                               verbose=False)
     loaded = tf.saved_model.load(path)
     outputs = loaded.signatures["serving_default"](input_tensor=tf.constant([_png(100, 200), _png(50, 100)]))
-    # Image 2 (50×100) is padded to 100×200: the box at y 25…75, x 50…150 of the batch is
-    # y 0.5…1.5, x 0.5…1.5 of its own pixels, clipped to 1.
+    # Image 2 (50×100) is padded to 100×200 in the batch, but its boxes stay relative to its
+    # own size: the centre half of each image.
     np.testing.assert_allclose(
         outputs["detection_boxes"].numpy(),
-        [[[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]], [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0]]],
+        [[[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]], [[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]]],
     )
     np.testing.assert_allclose(outputs["detection_scores"].numpy(), [[0.875, 0], [0.875, 0]])
     np.testing.assert_array_equal(outputs["detection_classes"].numpy(), [[2, 0], [2, 0]])

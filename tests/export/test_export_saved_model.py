@@ -87,12 +87,17 @@ def exports(detector, tmp_path_factory):
     }
 
 
-# name → (input type, image files fed as one batch)
+# name → (input type, image files fed as one batch, signature)
 JOBS = {
-    "image_tensor": ("image_tensor", ["large0.jpg", "large1.jpg"]),
-    "image_tensor_small": ("image_tensor", ["small.png"]),
-    "float_image_tensor": ("float_image_tensor", ["large0.jpg", "large1.jpg"]),
-    "encoded_image_string_tensor": ("encoded_image_string_tensor", ["large0.jpg", "small.png"]),
+    "image_tensor": ("image_tensor", ["large0.jpg", "large1.jpg"], "serving_default"),
+    "image_tensor_small": ("image_tensor", ["small.png"], "serving_default"),
+    "float_image_tensor": ("float_image_tensor", ["large0.jpg", "large1.jpg"], "serving_default"),
+    "encoded_image_string_tensor": (
+        "encoded_image_string_tensor", ["large0.jpg", "small.png"], "serving_default"
+    ),
+    # Mixed sizes padded by the client, with each image's size.
+    "image_tensor_padded": ("image_tensor", ["large0.jpg", "small.png"], "serving_padded"),
+    "float_image_tensor_padded": ("float_image_tensor", ["small.png", "large1.jpg"], "serving_padded"),
 }
 
 
@@ -103,8 +108,8 @@ def served(exports, image_files, tmp_path_factory):
     directory = tmp_path_factory.mktemp("serving")
     jobs = [
         {"name": name, "model": exports[input_type], "input_type": input_type,
-         "images": [files[f] for f in names]}
-        for name, (input_type, names) in JOBS.items()
+         "images": [files[f] for f in names], "signature": signature}
+        for name, (input_type, names, signature) in JOBS.items()
     ]
     jobs_file = directory / "jobs.json"
     jobs_file.write_text(json.dumps({"jobs": jobs}))
@@ -165,40 +170,47 @@ def assert_same_detections(outputs, index, expected):
 
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_served_outputs_match_predict(job, detector, image_files, served):
+    """Every served batch — same sizes, or mixed sizes (encoded, or padded by the client with
+    image_sizes) — equals ``predict`` on that batch with each image's own size."""
     files, pixels = image_files
-    input_type, names = JOBS[job]
+    input_type, names, _ = JOBS[job]
     if input_type == "encoded_image_string_tensor":
         # What the server sees: TF's own JPEG decoding, then the small image padded with black.
         decoded = [tf.io.decode_image(open(files[n], "rb").read(), channels=3).numpy() for n in names]
     else:
         decoded = [pixels[n] for n in names]
-    sizes = [image.shape[:2] for image in decoded]
+    sizes = np.array([image.shape[:2] for image in decoded], np.int32)
     height, width = np.max(sizes, axis=0)
     batch = np.stack(
         [np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]), (0, 0))) for im in decoded]
     )
     if input_type == "float_image_tensor":
         batch = batch.astype(np.float32)
-    detections = detector.predict(batch, verbose=0)
+    detections = detector.predict({"images": batch, "image_sizes": sizes}, verbose=0)
     outputs = served["jobs"][job]["outputs"]
     assert len(outputs["num_detections"]) == len(names)
     for index, size in enumerate(sizes):
         assert_same_detections(outputs, index, od_reference(detections, index, size))
 
 
-def test_padding_of_the_smaller_image_is_handled(detector, image_files, served):
-    """The PNG padded into the JPEG's batch: its boxes are relative to its own 80×64 pixels,
-    and detections lying wholly in the padding are gone (so the test above is not trivial)."""
+def test_padding_is_not_part_of_the_image(detector, image_files):
+    """The small PNG padded into the JPEG's batch: as a plain tensor the padding is image and
+    detections land in it (so the tests above are not trivial); with its size every box lies in
+    its own pixels. (Its scores move slightly from those it gets alone: the convolutions see the
+    batch's padding beyond its border, as in torchvision's padded batches.)"""
     _, pixels = image_files
     small = pixels["small.png"]
     padded = np.zeros((1, *IMAGE_SIZE, 3), np.uint8)
     padded[0, : SMALL_SIZE[0], : SMALL_SIZE[1]] = small
-    detections = detector.predict(padded, verbose=0)
-    x, y = detections["boxes"][0, :, 0], detections["boxes"][0, :, 1]
+    plain = detector.predict(padded, verbose=0)
+    x, y = plain["boxes"][0, :, 0], plain["boxes"][0, :, 1]
     in_padding = (x >= SMALL_SIZE[1]) | (y >= SMALL_SIZE[0])
-    assert in_padding[: detections["num_detections"][0]].any()
-    outputs = served["jobs"]["encoded_image_string_tensor"]["outputs"]
-    assert outputs["num_detections"][1] < detections["num_detections"][0]
+    assert in_padding[: plain["num_detections"][0]].any()
+    sized = detector.predict({"images": padded, "image_sizes": np.array([SMALL_SIZE])}, verbose=0)
+    count = int(sized["num_detections"][0])
+    x, y, w, h = np.moveaxis(sized["boxes"][0, :count], -1, 0)  # xywh
+    assert count > 0
+    assert np.all(x + w <= SMALL_SIZE[1] + 1e-3) and np.all(y + h <= SMALL_SIZE[0] + 1e-3)
 
 
 def test_signature_inputs_outputs_and_dtypes(served):
@@ -324,8 +336,8 @@ class _XyxyModel:
 
 
 def test_detections_to_od_api_exact():
-    """Two images padded to 100×200: the second is 50×80. Normalised by own size, yxyx, clipped;
-    the second image's first detection lies in the padding, is dropped and the rest move up."""
+    """Two images, the second 50×80. Normalised by own size, yxyx, clipped; the second image's
+    first detection lies outside it (x ≥ 80), is dropped and the rest move up."""
     outputs = {
         "boxes": tf.constant(
             [[[20.0, 10.0, 120.0, 60.0], [0.0, 0.0, 200.0, 100.0], [0.0, 0.0, 0.0, 0.0]],
@@ -335,7 +347,7 @@ def test_detections_to_od_api_exact():
         "labels": tf.constant([[2, 0, -1], [1, 0, 2]]),
         "num_detections": tf.constant([2, 3]),
     }
-    result = detections_to_od_api(_XyxyModel(), outputs, 100, 200, tf.constant([[100, 200], [50, 80]]))
+    result = detections_to_od_api(_XyxyModel(), outputs, tf.constant([[100, 200], [50, 80]]))
     np.testing.assert_allclose(
         result["detection_boxes"].numpy(),
         [[[0.1, 0.1, 0.6, 0.6], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]],
