@@ -20,9 +20,12 @@ RoI head, no ``+1`` (v2 coordinates) — both rcnn_zoo's; RoIAlign 7×7 with ``s
 top-n 1000 per level, NMS 0.7, 1000 kept, ``min_bbox_size=0``; RCNN score 0.05, NMS 0.5, 100
 per image. The VOC config resizes to (1000, 600): shorter side 600, longer at most 1000.
 
-MMCV's RoIAlign uses ``aligned=True`` (a half-pixel shift of every RoI): the registry entry sets
-``roi_aligned=True``. Not reproduced: MMDetection pads images to a multiple of 32 after
-normalisation (rcnn_zoo does not pad a single image).
+MMCV's RoIAlign uses ``aligned=True`` (a half-pixel shift of every RoI): ``roi_aligned=True``.
+Resize rounded half up (``resize_rounding="round"``), padding to a multiple of 32 after
+normalisation (``size_divisible=32``), nominal anchor strides 4…64 (MMDetection's P6 anchors use
+64 whatever the grid), and RPN boxes dropped after the top-n when a side is not above
+``min_bbox_size`` (``rpn_min_size_rule="mmdetection"``). What is not reproduced is listed in the
+registry entry's ``differences``.
 """
 
 import numpy as np
@@ -37,17 +40,22 @@ MODEL_ARGUMENTS = {
     "backbone": "resnet50_fpn",
     "image_min_size": 600,
     "image_max_size": 1000,
+    "resize_rounding": "round",
+    "size_divisible": 32,
     "anchor_sizes": [[32], [64], [128], [256], [512]],
     "anchor_aspect_ratios": [0.5, 1.0, 2.0],
     "anchor_style": "detectron2",
+    "anchor_stride_rule": "nominal",
     "rpn_pre_nms_top_n_train": 2000,
     "rpn_post_nms_top_n_train": 1000,
     "rpn_pre_nms_top_n_test": 1000,
     "rpn_post_nms_top_n_test": 1000,
     "rpn_nms_threshold": 0.7,
     "rpn_min_size": 0.0,
+    "rpn_min_size_rule": "mmdetection",
     "roi_sampling_ratio": 0,
     "roi_aligned": True,
+    "roi_box_weights": [10.0, 10.0, 5.0, 5.0],
     "score_threshold": 0.05,
     "nms_threshold": 0.5,
     "max_detections": 100,

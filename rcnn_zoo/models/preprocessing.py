@@ -12,8 +12,8 @@ Resize rounding (``rounding``), the one place implementations disagree by a pixe
 
 - ``"round"``: ``new = ⌊size · scale + 0.5⌋`` with the scale in float64 — MMDetection
   (mmcv ``rescale_size``) and py-faster-rcnn; rcnn_zoo's default.
-- ``"floor"``: ``new = ⌊size · scale⌋`` in float64 with the scale computed in float32 —
-  torchvision's ``GeneralizedRCNNTransform`` (640×480 → 1066×800 where rounding gives 1067).
+- ``"floor"``: ``new = ⌊size · scale⌋`` in float64 — torchvision's eager
+  ``GeneralizedRCNNTransform`` (640×480 → 1066×800 where rounding gives 1067).
 """
 
 import tensorflow as tf
@@ -42,14 +42,14 @@ def resized_sizes(sizes, min_size, max_size, rounding="round"):
     sizes = tf.cast(sizes, tf.int32)
     if min_size is None and max_size is None:
         return sizes
-    dtype = tf.float32 if rounding == "floor" else tf.float64
+    dtype = tf.float64  # both references compute the scale in Python floats
     real = tf.cast(sizes, dtype)
     scale = tf.fill(tf.shape(real)[:-1], tf.constant(float("inf"), dtype))
     if min_size is not None:
         scale = tf.constant(float(min_size), dtype) / tf.reduce_min(real, axis=-1)
     if max_size is not None:
         scale = tf.minimum(scale, tf.constant(float(max_size), dtype) / tf.reduce_max(real, axis=-1))
-    exact = tf.cast(sizes, tf.float64) * tf.cast(scale, tf.float64)[..., None]
+    exact = real * scale[..., None]
     new = tf.floor(exact) if rounding == "floor" else tf.floor(exact + 0.5)
     return tf.maximum(tf.cast(new, tf.int32), 1)
 

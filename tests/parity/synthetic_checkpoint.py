@@ -211,6 +211,18 @@ def make_state_dict(layout, seed=DEFAULT_SEED):
     return state
 
 
+def state_digest(state):
+    """sha256 over the keys, dtypes, shapes and bytes, in order (to check a regenerated state)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in state.items():
+        value = np.ascontiguousarray(value)
+        digest.update(f"{key}:{value.dtype.str}:{value.shape};".encode("utf-8"))
+        digest.update(value.astype(value.dtype.newbyteorder("<")).tobytes())
+    return digest.hexdigest()
+
+
 def load_writer():
     spec = importlib.util.spec_from_file_location("torch_checkpoint_writer", os.path.normpath(WRITER_PATH))
     module = importlib.util.module_from_spec(spec)
@@ -231,7 +243,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
     state = write_checkpoint(args.model, args.out, args.seed)
-    print(f"{args.model}: {len(state)} tensors, seed {args.seed} -> {args.out}")
+    print(f"{args.model}: {len(state)} tensors, seed {args.seed}, digest {state_digest(state)} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -162,8 +162,10 @@ def test_layer_size_mismatch_is_refused_before_downloading(registry, tmp_path):
     entry = _entry(missing, sha256=None)
     entry["model"] = {**entry["model"], "roi_head_dim": 64}
     registry(demo=entry)
-    with pytest.raises(weights.WeightsMismatchError, match="roi_head_dim: model 128, weights 64"):
-        FasterRCNN(num_classes=3, backbone="tiny", weights="demo")
+    # The preset alone builds its own 64-wide head (and then fails to download, elsewhere); an
+    # explicit other width is refused before anything is fetched.
+    with pytest.raises(weights.WeightsMismatchError, match=r"roi_head_dim=128 \(the weights have 64\)"):
+        FasterRCNN(num_classes=3, backbone="tiny", weights="demo", roi_head_dim=128)
 
 
 def test_behaviour_differences_are_warned(trained, registry):
@@ -173,7 +175,7 @@ def test_behaviour_differences_are_warned(trained, registry):
     entry["not_expressible"] = {"roi_aligned": True}
     registry(demo=entry)
     with pytest.warns(UserWarning, match=r"anchor_style='torchvision' here, 'detectron2' there.*roi_aligned"):
-        loaded = FasterRCNN(num_classes=3, backbone="tiny", weights="demo")
+        loaded = FasterRCNN(num_classes=3, backbone="tiny", weights="demo", anchor_style="torchvision")
     _assert_same_weights(loaded, model)
 
 

@@ -15,12 +15,17 @@ from rcnn_zoo.models.faster_rcnn import DEFAULTS
 REQUIRED = ("description", "model", "class_names", "preprocessing", "source", "licence", "metric", "sha256")
 
 
-def test_builtin_registry_has_the_three_entries():
+FASTER_RCNN_PRESETS = [
+    "coco", "coco_mobilenet_v3_large_320_fpn", "coco_mobilenet_v3_large_fpn", "coco_v2", "shapes", "voc",
+]
+
+
+def test_builtin_registry_entries():
     path = weights.builtin_registry_path()
     assert path.name == "registry.json"
     assert json.loads(path.read_text())["format"] == weights.REGISTRY_FORMAT
-    assert weights.available_weights() == ["coco", "shapes", "voc"]
-    for name in ("coco", "shapes", "voc"):
+    assert weights.available_weights("FasterRCNN") == FASTER_RCNN_PRESETS
+    for name in FASTER_RCNN_PRESETS:
         entry = weights.get_weights_entry(name)
         missing = [field for field in REQUIRED if field not in entry]
         assert not missing, (name, missing)
@@ -58,13 +63,13 @@ def test_class_names_and_label_conventions():
 
 
 def test_unknown_name_lists_registered_weights():
-    with pytest.raises(ValueError, match=r"Unknown weights 'nope'.*\['coco', 'shapes', 'voc'\]"):
+    with pytest.raises(ValueError, match=r"Unknown weights 'nope' for FasterRCNN.*'coco'.*'shapes'.*'voc'"):
         FasterRCNN(num_classes=3, backbone="tiny", weights="nope")
 
 
 def test_wrong_backbone_is_refused_before_downloading(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path))
-    with pytest.raises(weights.WeightsMismatchError, match="backbone 'resnet50_fpn'.*'tiny'"):
+    with pytest.raises(weights.WeightsMismatchError, match="backbone='tiny' \\(the weights have 'resnet50_fpn'\\)"):
         FasterRCNN(num_classes=20, backbone="tiny", weights="voc")
     assert not (tmp_path / weights.CACHE_SUBDIR).exists() or not any((tmp_path / weights.CACHE_SUBDIR).iterdir())
 
