@@ -484,8 +484,12 @@ def _local_file(name, entry):
 
 
 def _converted_path(name, entry, source_path):
+    # The detector is part of the tag: one checkpoint converts to a Faster R-CNN and to the
+    # Fast R-CNN of its second stage, which must not share a cache file.
     tag = json.dumps(
-        [entry["convert"], entry.get("convert_options", {}), CONVERT_FORMAT_VERSION], sort_keys=True
+        [entry["convert"], entry.get("convert_options", {}), CONVERT_FORMAT_VERSION]
+        + ([_detector_of(entry)] if _detector_of(entry) != "FasterRCNN" else []),
+        sort_keys=True,
     )
     digest = hashlib.sha256(tag.encode()).hexdigest()[:8]
     stem = os.path.basename(source_path)

@@ -154,6 +154,9 @@ def convert_state_dict(converter, state_dict, num_classes=None, model=None, **op
             "(fine-tune before use).",
             stacklevel=2,
         )
+    if getattr(model, "takes_proposals", False):
+        # Fast R-CNN takes external proposals: the checkpoint's RPN has no place in it.
+        weights = {layer: arrays for layer, arrays in weights.items() if not layer.startswith("rpn_head")}
     assign_layer_weights(model, weights, leave_initialised=leave)
     return model
 

@@ -15,8 +15,8 @@ from PIL import Image
 PARITY_IMAGES = (
     ("landscape_640x480", "raccoon-88.jpg", None, (640, 480)),
     ("portrait_426x640", "raccoon-115.jpg", None, (426, 640)),
-    ("odd_301x233", "raccoon-52.jpg", (157, 91, 157 + 301, 91 + 233), (800, 533)),
-    ("tiny_40x30", "raccoon-113.jpg", (300, 200, 340, 230), (640, 480)),
+    ("odd_301x233", "raccoon-52.jpg", (150, 232, 150 + 301, 232 + 233), (800, 533)),
+    ("tiny_40x30", "raccoon-113.jpg", (440, 360, 480, 390), (640, 480)),
     ("large_2000x1333", "raccoon-183.jpg", None, (2000, 1333)),
 )
 
