@@ -48,11 +48,40 @@ MODELS = (
     "fasterrcnn_mobilenet_v3_large_320_fpn",
 )
 
-# Expected second moment of the activations feeding the heads (measured, see README.md): the
-# heads' weights are scaled by 1/sqrt(fan_in * moment) so that their outputs have the wanted std.
-HEAD_INPUT_MOMENT = {
-    "rpn": 6.5,
-    "box": 0.7,
+# Per-architecture scales (tuned, see README.md). head moments: measured second moment of the
+# activations feeding the RPN predictors and the box predictor; their weights are scaled by
+# 1 / sqrt(fan_in * moment) so that their outputs have the wanted std.
+FAMILIES = {
+    "resnet50_fpn": {
+        "conv_gain": 1.3,  # He gain; sqrt 2 (~1.41) makes the residual stream grow over ResNet-50, 1.2 shrink
+        "fpn_bn_var": 1.0,
+        "box_head_bn_var": 1.0,
+        "zero_sum_head_convs": 0.0,
+        "zero_sum_gain": 1.0,
+        "rpn_moment": 6.5,
+        "box_moment": 0.7,
+        "cls_background_bias": 13.0,
+    },
+    "resnet50_fpn_v2": {
+        "conv_gain": 1.3,
+        "fpn_bn_var": 1.0,
+        "box_head_bn_var": 1.0,
+        "zero_sum_head_convs": 0.0,
+        "zero_sum_gain": 1.0,
+        "rpn_moment": 6.5,
+        "box_moment": 0.7,
+        "cls_background_bias": 13.0,
+    },
+    "mobilenet_v3_fpn": {
+        "conv_gain": 1.3,
+        "fpn_bn_var": 1.0,
+        "box_head_bn_var": 1.0,
+        "zero_sum_head_convs": 0.0,
+        "zero_sum_gain": 1.0,
+        "rpn_moment": 6.5,
+        "box_moment": 0.7,
+        "cls_background_bias": 13.0,
+    },
 }
 
 RPN_LOGIT_STD = 2.5
@@ -60,10 +89,25 @@ RPN_LOGIT_BIAS = (-1.0, 0.15)  # mean, std
 RPN_OWN_WEIGHT = 0.3
 RPN_DELTA_STD = 0.1
 CLS_LOGIT_STD = 3.0
-CLS_BACKGROUND_BIAS = 13.0
 CLS_FOREGROUND_BIAS_STD = 0.5
 BOX_DELTA_STD = 1.0  # before torchvision's BoxCoder weights (10, 10, 5, 5)
-CONV_GAIN = 1.3  # He gain (sqrt 2 ~ 1.41 makes the residual stream grow over ResNet-50, 1.2 shrink)
+
+
+def family(entries):
+    keys = {key for key, _, _ in entries}
+    if "backbone.body.layer1.0.conv1.weight" in keys:
+        return "resnet50_fpn_v2" if "roi_heads.box_head.0.0.weight" in keys else "resnet50_fpn"
+    if "backbone.body.0.0.weight" in keys:
+        return "mobilenet_v3_fpn"
+    raise ValueError("unknown architecture")
+
+
+def _config(name):
+    config = dict(FAMILIES[name])
+    for k in config:  # TEMP tuning overrides
+        if "SC_" + k.upper() in os.environ:
+            config[k] = float(os.environ["SC_" + k.upper()])
+    return config
 
 
 def load_layout(model):
@@ -140,16 +184,21 @@ def _centered_rows(w):
     return w * np.sqrt(w.shape[1] / (w.shape[1] - 1.0))
 
 
-def _tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end):
+def _tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end, cfg):
     rng = _rng(seed, key)
     prefix, _, leaf = key.rpartition(".")
     if leaf == "num_batches_tracked":
         return np.array(rng.integers(10_000, 500_000), dtype=np.int64).reshape(shape)
     if prefix in bn_prefixes:
-        return _bn_tensor(leaf, prefix, shape, rng, mobilenet_residual_end)
+        value = _bn_tensor(leaf, prefix, shape, rng, mobilenet_residual_end)
+        if leaf == "running_var" and ".fpn.layer_blocks." in prefix:  # v2 only (v1's FPN has no BN)
+            value = value * cfg["fpn_bn_var"]
+        if leaf == "running_var" and prefix.endswith("roi_heads.box_head.0.1"):  # v2's conv box head
+            value = value * cfg["box_head_bn_var"]
+        return value
 
-    rpn_moment = HEAD_INPUT_MOMENT["rpn"]
-    box_moment = HEAD_INPUT_MOMENT["box"]
+    rpn_moment = cfg["rpn_moment"]
+    box_moment = cfg["box_moment"]
     if prefix.endswith("rpn.head.cls_logits"):
         if leaf == "weight":
             # One objectness direction shared by the anchors (plus a little of their own), so
@@ -170,17 +219,26 @@ def _tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end):
         if leaf == "weight":
             return _centered_rows(rng.normal(0.0, CLS_LOGIT_STD / np.sqrt(shape[1] * box_moment), shape))
         bias = rng.normal(0.0, CLS_FOREGROUND_BIAS_STD, shape)
-        bias[0] += CLS_BACKGROUND_BIAS
+        bias[0] += cfg["cls_background_bias"]
         return bias
     if prefix.endswith("box_predictor.bbox_pred"):
         if leaf == "weight":
             return rng.normal(0.0, BOX_DELTA_STD / np.sqrt(shape[1] * box_moment), shape)
         return rng.normal(0.0, 0.05, shape)
 
+    if leaf == "weight" and len(shape) == 4 and cfg["zero_sum_head_convs"] and (
+        re.search(r"roi_heads\.box_head\.\d+\.0$", prefix) or re.search(r"rpn\.head\.conv\.\d+\.0$", prefix)
+    ):
+        # v2's convolutional heads: 3 x 3 kernels of zero sum, which ignore the per-channel
+        # constant part of their input (mostly an FPN-level offset) and respond to structure.
+        fan_in = shape[1] * shape[2] * shape[3]
+        w = rng.normal(0.0, cfg["conv_gain"] / np.sqrt(fan_in), shape)
+        w -= w.mean(axis=(2, 3), keepdims=True)
+        return w * np.sqrt(9.0 / 8.0) * cfg["zero_sum_gain"]
     if leaf == "weight" and len(shape) == 4:  # convolution [out, in / groups, kh, kw]
         fan_in = shape[1] * shape[2] * shape[3]
         linear = ".fpn." in key and (prefix + ".1") not in bn_prefixes and prefix[:-2] + ".1" not in bn_prefixes
-        gain = 1.0 if linear else CONV_GAIN
+        gain = 1.0 if linear else cfg["conv_gain"]
         return rng.normal(0.0, gain / np.sqrt(fan_in), shape)
     if leaf == "weight" and len(shape) == 2 and (prefix.endswith("box_head.fc6") or prefix.endswith("box_head.5")):
         # First fully connected layer of the box head, on RoI features [256 x 7 x 7] flattened:
@@ -203,9 +261,10 @@ def make_state_dict(layout, seed=DEFAULT_SEED):
     entries = normalize_layout(layout)
     bn_prefixes = {key[: -len(".running_mean")] for key, _, _ in entries if key.endswith(".running_mean")}
     mobilenet_residual_end = _mobilenet_residual_end(entries)
+    cfg = _config(family(entries))
     state = collections.OrderedDict()
     for key, shape, dtype in entries:
-        value = np.asarray(_tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end))
+        value = np.asarray(_tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end, cfg))
         value = value.astype(np.dtype(dtype)).reshape(shape)
         state[key] = value
     return state
