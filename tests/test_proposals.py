@@ -222,7 +222,7 @@ def test_add_proposals_follows_image_ids_and_resizing(tmp_path):
                               shuffle=True, seed=1, return_metadata=True)
     seen = set()
     for x, y in proposals.add_proposals(dataset, per_image, max_proposals=3):
-        assert set(x) == {"images", "proposals"} and x["proposals"].shape[1:] == (3, 4)
+        assert set(x) == {"images", "image_sizes", "proposals"} and x["proposals"].shape[1:] == (3, 4)
         for b, index in enumerate(y["image_id"].numpy()):
             sy, sx = y["scale"][b].numpy()
             expected = proposals.pad_proposals([per_image[index]], 3)[0] * [sx, sy, sx, sy]

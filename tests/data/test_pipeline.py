@@ -43,8 +43,10 @@ def test_resized_size():
 
 def test_resize_scales_boxes_and_reports_metadata(wide):
     dataset = make_tf_dataset([wide], batch_size=1, min_size=50, return_metadata=True)
-    images, targets = next(iter(dataset))
+    inputs, targets = next(iter(dataset))
+    images = inputs["images"]
     assert images.shape == (1, 50, 100, 3) and images.dtype == tf.float32
+    np.testing.assert_array_equal(inputs["image_sizes"].numpy(), [[50, 100]])
     np.testing.assert_allclose(targets["boxes"].numpy(), [[[5, 10, 55, 30]]])
     np.testing.assert_array_equal(targets["labels"].numpy(), [[2]])
     np.testing.assert_array_equal(targets["difficult"].numpy(), [[False]])
@@ -59,7 +61,8 @@ def test_resize_scales_boxes_and_reports_metadata(wide):
 
 def test_flip_mirrors_image_and_boxes(wide):
     dataset = make_tf_dataset([wide], batch_size=1, training=True, min_size=50, flip=1.0)
-    images, targets = next(iter(dataset))
+    inputs, targets = next(iter(dataset))
+    images = inputs["images"]
     assert set(targets) == {"boxes", "labels"}  # what fit expects, nothing more
     # (5, 10, 55, 30) in a 100-wide image → (100 − 55, 10, 100 − 5, 30).
     np.testing.assert_allclose(targets["boxes"].numpy(), [[[45, 10, 95, 30]]])
@@ -85,10 +88,11 @@ def test_random_flip_is_seeded(wide):
 def test_jitter_keeps_range_and_boxes(wide):
     jitter = {"brightness": 0.2, "contrast": 0.3, "saturation": 0.3, "hue": 0.05}
     dataset = make_tf_dataset([wide], batch_size=1, training=True, flip=0.0, jitter=jitter, seed=1)
-    images, targets = next(iter(dataset))
+    inputs, targets = next(iter(dataset))
+    images = inputs["images"]
     again, _ = next(iter(make_tf_dataset([wide], batch_size=1, training=True, flip=0.0,
                                          jitter=jitter, seed=1)))
-    np.testing.assert_array_equal(images.numpy(), again.numpy())
+    np.testing.assert_array_equal(images.numpy(), again["images"].numpy())
     assert 0.0 <= images.numpy().min() and images.numpy().max() <= 255.0
     assert not np.allclose(images[0, 0, 0].numpy(), [255, 0, 0])  # colours changed
     np.testing.assert_allclose(targets["boxes"].numpy(), [[[10, 20, 110, 60]]])
@@ -103,8 +107,10 @@ def test_padding_to_batch_max_and_to_fixed_sizes(tmp_path):
         [[0, 0, 5, 5], [1, 1, 4, 4], [2, 2, 8, 8]],
         [1, 0, 1],
     )
-    images, targets = next(iter(make_tf_dataset([a, b], batch_size=2)))
+    inputs, targets = next(iter(make_tf_dataset([a, b], batch_size=2)))
+    images = inputs["images"]
     assert images.shape == (2, 25, 30, 3)
+    np.testing.assert_array_equal(inputs["image_sizes"].numpy(), [[20, 30], [25, 10]])
     assert targets["boxes"].shape == (2, 3, 4) and targets["labels"].dtype == tf.int32
     np.testing.assert_array_equal(targets["labels"].numpy(), [[0, -1, -1], [1, 0, 1]])
     np.testing.assert_array_equal(targets["boxes"][0, 1:].numpy(), 0.0)
@@ -112,13 +118,14 @@ def test_padding_to_batch_max_and_to_fixed_sizes(tmp_path):
     assert np.any(images[1, :, :10].numpy() > 0)
 
     fixed = make_tf_dataset([a, b], batch_size=2, pad_to=(32, 40), max_boxes=5)
-    assert fixed.element_spec[0].shape.as_list() == [None, 32, 40, 3]
-    images, targets = next(iter(fixed))
+    assert fixed.element_spec[0]["images"].shape.as_list() == [None, 32, 40, 3]
+    inputs, targets = next(iter(fixed))
+    images = inputs["images"]
     assert images.shape == (2, 32, 40, 3) and targets["boxes"].shape == (2, 5, 4)
     np.testing.assert_array_equal(targets["labels"][1].numpy(), [1, 0, 1, -1, -1])
 
     divisible = make_tf_dataset([a, b], batch_size=2, size_divisibility=16)
-    assert next(iter(divisible))[0].shape == (2, 32, 32, 3)
+    assert next(iter(divisible))[0]["images"].shape == (2, 32, 32, 3)
 
     with pytest.warns(DatasetWarning, match="b.png"):
         truncated = make_tf_dataset([a, b], batch_size=2, max_boxes=2)

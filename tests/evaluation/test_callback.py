@@ -23,6 +23,8 @@ class RectangleDetector(keras.Model):
         self.bias = self.add_weight(shape=(), initializer="zeros", name="bias")
 
     def call(self, images):
+        if isinstance(images, dict):  # rcnn_zoo's pipelines: {"images", "image_sizes"}
+            images = images["images"]
         channel = images[..., 0]
         mask = channel > 0
 
