@@ -219,10 +219,13 @@ def test_signature_inputs_outputs_and_dtypes(served):
         "float_image_tensor": ("float32", [None, None, None, 3]),
         "encoded_image_string_tensor": ("string", [None]),
     }
-    for job, (input_type, names) in JOBS.items():
+    for job, (input_type, names, signature) in JOBS.items():
         result = served["jobs"][job]
         dtype, shape = expected_inputs[input_type]
-        assert result["inputs"] == {"input_tensor": {"dtype": dtype, "shape": shape}}
+        expected = {"input_tensor": {"dtype": dtype, "shape": shape}}
+        if signature == "serving_padded":
+            expected["image_sizes"] = {"dtype": "int32", "shape": [None, 2]}
+        assert result["inputs"] == expected
         assert result["output_specs"] == {
             "detection_boxes": {"dtype": "float32", "shape": [None, MAX_DETECTIONS, 4]},
             "detection_scores": {"dtype": "float32", "shape": [None, MAX_DETECTIONS]},
