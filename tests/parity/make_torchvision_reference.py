@@ -98,11 +98,15 @@ def load_checked_state(model_name, seed, tmp_dir):
 
 
 def level_names(features, padded_size):
-    """torchvision level key -> 'P<log2 stride>' (stride from the padded batch height)."""
+    """torchvision level key -> 'P<log2 stride>' (stride from the padded batch height), or the
+    torchvision key itself when two levels have the same stride (torchvision's MobileNetV3 FPN
+    returns two stride-32 maps, '0' and '1', plus 'pool')."""
     names = {}
     for key, value in features.items():
         stride = padded_size[0] / value.shape[-2]
         names[key] = f"P{int(round(np.log2(stride)))}"
+    if len(set(names.values())) != len(names):
+        names = {key: key for key in features}
     return names
 
 
@@ -181,7 +185,8 @@ def reference(model_name, seed, images, tmp_dir, log):
         out[f"{p}/padded_size"] = np.array(padded, np.int64)
         anchors = rec["anchors"][0].numpy().astype(np.float32)
         start = 0
-        for key, value in features.items():
+        per_location = rpn.anchor_generator.num_anchors_per_location()
+        for level_index, (key, value) in enumerate(features.items()):
             level = level_map[key]
             fmap = value[0].permute(1, 2, 0).numpy()  # NCHW -> HWC
             h, w, c = fmap.shape
@@ -191,7 +196,7 @@ def reference(model_name, seed, images, tmp_dir, log):
             out[f"{p}/features/{level}/shape"] = np.array([h, w, c], np.int64)
             out[f"{p}/features/{level}/index"] = idx
             out[f"{p}/features/{level}/value"] = fmap[idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float32)
-            count = h * w * rpn.anchor_generator.num_anchors_per_location()[0]
+            count = h * w * per_location[level_index]
             level_anchors = anchors[start:start + count]
             start += count
             out[f"{p}/anchors/{level}/count"] = np.array(count, np.int64)
@@ -263,6 +268,8 @@ def reference(model_name, seed, images, tmp_dir, log):
         "builder": f"torchvision.models.detection.{model_name}",
         "builder_kwargs": BUILDER_KWARGS,
         "num_classes": int(roi.box_predictor.cls_score.out_features),
+        "batch_norm": sorted({f"{type(m).__name__} eps={m.eps}" for m in model.modules()
+                              if isinstance(m, torch.nn.modules.batchnorm._NormBase)}),
         "images": meta_images,
         "transform": {"min_size": list(transform.min_size), "max_size": transform.max_size,
                       "image_mean": transform.image_mean, "image_std": transform.image_std,

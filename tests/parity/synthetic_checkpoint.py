@@ -9,20 +9,29 @@ writes the checkpoint of ``MODEL`` (a name with a layout in ``layouts/<MODEL>.js
 project's own PyTorch-format writer ``tests/weights/torch_checkpoint_writer.py``.
 
 Every tensor is drawn from its own generator ``np.random.default_rng([seed, crc32(key)])``, so a
-tensor depends only on the seed, its key and its shape (not on the order of the layout or on
-the other keys). The distributions are chosen by the key's role (see ``_ROLE_RULES``):
+tensor depends only on the seed, its key, its shape and the architecture's scales (``FAMILIES``,
+``MODEL_OVERRIDES``), not on the order of the layout. ``state_digest`` hashes the result; the
+references record it, so a test can check that it regenerated the very same checkpoint.
 
-* convolutions: He-normal (std = gain / sqrt(fan_in)), gain sqrt(2) before a ReLU-like
-  activation, 1 for the linear FPN convolutions;
-* batch norms: weight ~ U(0.5, 1.5) (smaller, U(0.15, 0.45), on the last batch norm of a
-  residual branch, so that the residual sums stay O(1) over 16 ResNet blocks), bias ~ N(0, 0.2),
-  running_mean ~ N(0, 0.25), running_var ~ U(0.6, 1.6), num_batches_tracked a random count;
-* RPN: objectness logits of std ~ 2 around a negative bias, small box deltas;
-* box head: He-scaled fully connected layers; a "peaky" classifier (large weights, a background
-  bias) so that a few percent of the proposals get a confident foreground class, and box
-  regression deltas of ~0.1 (after torchvision's (10, 10, 5, 5) weights).
+* convolutions: He-normal, std = gain / sqrt(fan_in) (gain 1.3 for ResNet-50, sqrt 2 for
+  MobileNetV3: the values at which the activations neither fade nor blow up over the depth;
+  gain 1 for the linear FPN convolutions of v1);
+* batch norms: weight ~ U(0.5, 1.5) (U(0.15, 0.45) on the last batch norm of a residual branch:
+  ResNet bn3, the MobileNetV3 projection of a block with a shortcut), bias ~ N(0, 0.2),
+  running_mean ~ N(0, 0.25), running_var ~ U(0.6, 1.6) (times a scale in v2's FPN layer blocks
+  and first box-head conv), num_batches_tracked a random count;
+* RPN: objectness logits of std ~2.5 around -1 from one direction shared by the anchors (plus
+  30% of their own) so that all anchor shapes compete; box deltas of std ~0.1;
+* box head: He-scaled fully connected layers whose rows have zero mean (they then ignore the
+  mean that the ReLU before them adds, the same for every proposal), the first one with zero sum
+  over the 7 x 7 bins of each channel (it ignores the per-channel constant, which differs by FPN
+  level rather than by object); v2's conv heads (RPN and box) use zero-sum 3 x 3 kernels for the
+  same reason; a "peaky" classifier (logit std 3, a large background bias) so that a few percent
+  of the proposals pass the 0.05 score threshold with varied labels; box regression deltas of
+  std ~1 before torchvision's (10, 10, 5, 5) weights, i.e. ~0.1 / 0.2.
 
-The scales were tuned on two raccoon photos and checked on the others (README.md).
+The scales were tuned on raccoon-11.jpg, raccoon-147.jpg and raccoon-4.jpg (not parity images)
+with ``probe_activations.py`` and checked on the parity images (README.md).
 """
 
 import argparse
@@ -52,36 +61,41 @@ MODELS = (
 # activations feeding the RPN predictors and the box predictor; their weights are scaled by
 # 1 / sqrt(fan_in * moment) so that their outputs have the wanted std.
 FAMILIES = {
-    "resnet50_fpn": {
+    "resnet50_fpn": {  # fasterrcnn_resnet50_fpn
         "conv_gain": 1.3,  # He gain; sqrt 2 (~1.41) makes the residual stream grow over ResNet-50, 1.2 shrink
         "fpn_bn_var": 1.0,
         "box_head_bn_var": 1.0,
-        "zero_sum_head_convs": 0.0,
+        "zero_sum_head_convs": False,
         "zero_sum_gain": 1.0,
         "rpn_moment": 6.5,
         "box_moment": 0.7,
         "cls_background_bias": 13.0,
     },
-    "resnet50_fpn_v2": {
+    "resnet50_fpn_v2": {  # fasterrcnn_resnet50_fpn_v2: batch norm in the FPN and the box head
         "conv_gain": 1.3,
+        "fpn_bn_var": 3.0,  # the FPN layer blocks see the sum of the top-down path
+        "box_head_bn_var": 9.0,
+        "zero_sum_head_convs": True,
+        "zero_sum_gain": 1.4,
+        "rpn_moment": 0.6,
+        "box_moment": 0.36,
+        "cls_background_bias": 12.5,
+    },
+    "mobilenet_v3_fpn": {  # both MobileNetV3 models (identical layouts)
+        "conv_gain": float(np.sqrt(2.0)),  # 1.3 fades out over MobileNetV3, 1.6 explodes
         "fpn_bn_var": 1.0,
         "box_head_bn_var": 1.0,
-        "zero_sum_head_convs": 0.0,
+        "zero_sum_head_convs": False,
         "zero_sum_gain": 1.0,
-        "rpn_moment": 6.5,
-        "box_moment": 0.7,
-        "cls_background_bias": 13.0,
+        "rpn_moment": 0.66,
+        "box_moment": 0.32,
+        "cls_background_bias": 16.5,
     },
-    "mobilenet_v3_fpn": {
-        "conv_gain": 1.3,
-        "fpn_bn_var": 1.0,
-        "box_head_bn_var": 1.0,
-        "zero_sum_head_convs": 0.0,
-        "zero_sum_gain": 1.0,
-        "rpn_moment": 6.5,
-        "box_moment": 0.7,
-        "cls_background_bias": 13.0,
-    },
+}
+# Per-model overrides (same layout, other transform / RPN settings): the 320 model sees a
+# 320-pixel image and keeps only 150 proposals, so it needs a lower background bias.
+MODEL_OVERRIDES = {
+    "fasterrcnn_mobilenet_v3_large_320_fpn": {"cls_background_bias": 12.0},
 }
 
 RPN_LOGIT_STD = 2.5
@@ -102,25 +116,36 @@ def family(entries):
     raise ValueError("unknown architecture")
 
 
-def _config(name):
-    config = dict(FAMILIES[name])
-    for k in config:  # TEMP tuning overrides
-        if "SC_" + k.upper() in os.environ:
-            config[k] = float(os.environ["SC_" + k.upper()])
-    return config
+def config(entries, model=None):
+    """The scales used for a layout (its architecture family, then the model's overrides)."""
+    name = family(entries)
+    if name == "mobilenet_v3_fpn" and model not in MODEL_OVERRIDES and model != "fasterrcnn_mobilenet_v3_large_fpn":
+        raise ValueError(f"the MobileNetV3 layouts are identical: pass the model name (got {model!r})")
+    cfg = dict(FAMILIES[name])
+    cfg.update(MODEL_OVERRIDES.get(model, {}))
+    return cfg
+
+
+class Layout(list):
+    """[(key, shape tuple, dtype str)] in state-dict order, with the model name as ``.model``."""
+
+    model = None
 
 
 def load_layout(model):
-    """The ordered [(key, shape tuple, dtype str)] of ``layouts/<model>.json``."""
+    """The ordered [(key, shape tuple, dtype str)] of ``layouts/<model>.json`` (a Layout)."""
     with open(os.path.join(LAYOUT_DIR, model + ".json")) as f:
         doc = json.load(f)
     return normalize_layout(doc)
 
 
-def normalize_layout(layout):
+def normalize_layout(layout, model=None):
+    model = model or getattr(layout, "model", None)
     if isinstance(layout, dict):
+        model = model or layout.get("model")
         layout = layout["state_dict"]
-    out = []
+    out = Layout()
+    out.model = model
     for entry in layout:
         if isinstance(entry, dict):
             out.append((entry["key"], tuple(entry["shape"]), entry["dtype"]))
@@ -256,12 +281,17 @@ def _tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end, cfg):
     raise KeyError(f"no rule for {key} {shape} {dtype}")
 
 
-def make_state_dict(layout, seed=DEFAULT_SEED):
-    """OrderedDict key -> np.ndarray (float32, or int64 for num_batches_tracked), in layout order."""
-    entries = normalize_layout(layout)
+def make_state_dict(layout, seed=DEFAULT_SEED, model=None):
+    """OrderedDict key -> np.ndarray (float32, or int64 for num_batches_tracked), in layout order.
+
+    ``layout``: ``load_layout(model)``, the JSON document of ``layouts/<model>.json``, or a list
+    of (key, shape, dtype); ``model`` (the torchvision builder name) is needed only when the
+    layout does not carry it and it is a MobileNetV3 one (both MobileNetV3 models share a layout).
+    """
+    entries = normalize_layout(layout, model)
     bn_prefixes = {key[: -len(".running_mean")] for key, _, _ in entries if key.endswith(".running_mean")}
     mobilenet_residual_end = _mobilenet_residual_end(entries)
-    cfg = _config(family(entries))
+    cfg = config(entries, entries.model)
     state = collections.OrderedDict()
     for key, shape, dtype in entries:
         value = np.asarray(_tensor(key, shape, dtype, seed, bn_prefixes, mobilenet_residual_end, cfg))
@@ -290,7 +320,7 @@ def load_writer():
 
 
 def write_checkpoint(model, path, seed=DEFAULT_SEED):
-    state = make_state_dict(load_layout(model), seed)
+    state = make_state_dict(load_layout(model), seed, model)
     load_writer().write_zip_checkpoint(path, state)
     return state
 
