@@ -208,8 +208,9 @@ def find_preset(detector, name):
             return key, entry
     if name in registry:
         other = _detector_of(registry[name])
+        short = registry[name].get("preset", name)
         raise ValueError(
-            f"weights {name!r} are for {other}, not {detector}: use rcnn_zoo.{other}(weights={name!r}). "
+            f"weights {name!r} are for {other}, not {detector}: use rcnn_zoo.{other}(weights={short!r}). "
             f"{detector} presets: {available_weights(detector)}"
         )
     return None

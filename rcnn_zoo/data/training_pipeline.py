@@ -23,6 +23,11 @@ from rcnn_zoo.models.preprocessing import resize_images
 __all__ = ["training_dataset", "evaluation_dataset"]
 
 
+def _first_of_batch(inputs, targets):
+    """``(inputs, targets)`` of a batch of one → those of its image."""
+    return tf.nest.map_structure(lambda value: value[0], (inputs, targets))
+
+
 def training_dataset(
     dataset,
     batch_size=4,
@@ -56,10 +61,12 @@ def training_dataset(
         target = max_size if max_size is not None else 2 * min_size
         cap = int(math.ceil(target / (crop_min_scale if crop > 0 else 1.0)))
         cap = cap if cap < longest else None
+    # Batches of one, taken apart by indexing: Dataset.unbatch() crashes the process (SIGSEGV,
+    # TF 2.21) on an element with zero boxes, i.e. on every photo without objects.
     base = dataset.to_tf_dataset(
         batch_size=1, training=True, max_size=cap, flip=flip, jitter=jitter or None,
         seed=seed, cache=True,
-    ).unbatch()
+    ).map(_first_of_batch)
     augment_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def augment(element, rng):

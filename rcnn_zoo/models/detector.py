@@ -148,12 +148,16 @@ class TwoStageDetector(keras.Model):
         return cls(weights=name, **overrides)
 
     @classmethod
-    def resolve_arguments(cls, weights, named, hyperparameters, defaults):
+    def resolve_arguments(cls, weights, named, hyperparameters, defaults, known):
         """Constructor arguments: ``defaults`` < the preset of ``weights`` < what was passed.
 
-        ``named``: the constructor's named arguments (``None`` = not passed);
-        ``hyperparameters``: the keyword arguments (an explicit ``None`` is kept, e.g.
-        ``image_min_size=None``).
+        Args:
+            named: the constructor's named arguments (``None`` = not passed).
+            hyperparameters: its keyword arguments (an explicit ``None`` is kept, e.g.
+                ``image_min_size=None``); ``name``, ``trainable`` and ``dtype`` go to Keras.
+            defaults: defaults of the named arguments; known: the hyperparameter names.
+        Returns:
+            ``(named, hyperparameters, layer_kwargs)`` dicts.
         """
         from rcnn_zoo.weights import available_weights, preset_arguments  # noqa: PLC0415 (cycle)
 
@@ -168,7 +172,12 @@ class TwoStageDetector(keras.Model):
             )
         for key, value in defaults.items():
             arguments.setdefault(key, value)
-        return arguments
+        named = {key: arguments.pop(key, None) for key in named}
+        layer_kwargs = {k: arguments.pop(k) for k in ("name", "trainable", "dtype") if k in arguments}
+        unknown = set(arguments) - set(known)
+        if unknown:
+            raise TypeError(f"{cls.__name__} got unknown arguments {sorted(unknown)}")
+        return named, arguments, layer_kwargs
 
     # ------------------------------------------------------------------ images and targets
     def preprocess(self, images, image_sizes=None):

@@ -127,7 +127,7 @@ class FasterRCNN(TwoStageDetector):
         max_detections=None,
         **hyperparameters,
     ):
-        arguments = self.resolve_arguments(
+        named, hyperparameters, layer_kwargs = self.resolve_arguments(
             weights,
             dict(
                 num_classes=num_classes, backbone=backbone, bounding_box_format=bounding_box_format,
@@ -136,21 +136,9 @@ class FasterRCNN(TwoStageDetector):
             ),
             hyperparameters,
             CONSTRUCTOR_DEFAULTS,
+            DEFAULTS,
         )
-        num_classes = arguments.pop("num_classes")
-        backbone = arguments.pop("backbone")
-        bounding_box_format = arguments.pop("bounding_box_format")
-        class_names = arguments.pop("class_names", None)
-        roi_pooling = arguments.pop("roi_pooling", None)
-        score_threshold = arguments.pop("score_threshold")
-        nms_threshold = arguments.pop("nms_threshold")
-        max_detections = arguments.pop("max_detections")
-        hyperparameters = arguments
-        base_keys = {"name", "trainable", "dtype"}
-        layer_kwargs = {k: hyperparameters.pop(k) for k in list(hyperparameters) if k in base_keys}
-        unknown = set(hyperparameters) - set(DEFAULTS)
-        if unknown:
-            raise TypeError(f"FasterRCNN got unknown arguments {sorted(unknown)}")
+        backbone, roi_pooling = named["backbone"], named["roi_pooling"]
         # Only what the caller passed is stored (and serialised): an explicit None, e.g.
         # image_min_size=None to keep the input size, must stay distinguishable from "default".
         self._given = dict(hyperparameters)
@@ -161,17 +149,17 @@ class FasterRCNN(TwoStageDetector):
         hp.update(spec.defaults)
         hp.update(self._given)
         super().__init__(
-            num_classes=num_classes,
-            bounding_box_format=bounding_box_format,
-            class_names=class_names,
+            num_classes=named["num_classes"],
+            bounding_box_format=named["bounding_box_format"],
+            class_names=named["class_names"],
             image_min_size=hp["image_min_size"],
             image_max_size=hp["image_max_size"],
             preprocessing=spec.preprocessing,
             resize_rounding=hp["resize_rounding"],
             size_divisible=hp["size_divisible"],
-            score_threshold=score_threshold,
-            nms_threshold=nms_threshold,
-            max_detections=max_detections,
+            score_threshold=named["score_threshold"],
+            nms_threshold=named["nms_threshold"],
+            max_detections=named["max_detections"],
             **layer_kwargs,
         )
         self.backbone_name = backbone
