@@ -2,7 +2,8 @@
 
 Usage: ``python saved_model_runner.py jobs.json`` where ``jobs.json`` is
 ``{"jobs": [{"name", "model" (SavedModel dir), "input_type", "images" (file paths),
-"signature" (optional, default "serving_default")}]}``. Images are fed as one batch: file bytes
+"signature" (optional, default "serving_default"), "proposals" (optional, [B, R, 4], for
+detectors that take them)}]}``. Images are fed as one batch: file bytes
 for ``encoded_image_string_tensor``, else decoded with PIL as uint8 or float32 (all the same
 size for ``serving_default``; for ``serving_padded`` zero-padded at the bottom/right to the
 largest, with ``image_sizes`` giving each one's own size). Prints one JSON object: per job the four outputs,
@@ -60,12 +61,12 @@ def run(jobs):
         name = job.get("signature", "serving_default")
         function = loaded.signatures[name]
         batch = _batch(job["input_type"], job["images"])
+        inputs = {"input_tensor": batch[0] if isinstance(batch, tuple) else batch}
         if name == "serving_padded":
-            outputs = function(input_tensor=batch[0], image_sizes=batch[1])
-        elif isinstance(batch, tuple):
-            outputs = function(input_tensor=batch[0])
-        else:
-            outputs = function(input_tensor=batch)
+            inputs["image_sizes"] = batch[1]
+        if "proposals" in job:
+            inputs["proposals"] = tf.constant(job["proposals"], tf.float32)
+        outputs = function(**inputs)
         with open(loaded.labels_file.asset_path.numpy().decode(), encoding="utf-8") as handle:
             labels = handle.read().splitlines()
         results[job["name"]] = {

@@ -130,19 +130,25 @@ def _od_rows(out, index, size):
     return np.stack([y1 / h, x1 / w, y2 / h, x2 / w], -1), out["scores"][index, :count]
 
 
-def test_every_backbone_exports_and_serves_mixed_sizes(tmp_path):
-    images = _images(2)[:3]
+def _serve_and_compare(tmp_path, images, exports, proposals=None):
+    """Export each ``(detector, backbone)``, serve the padded mixed-size batch through
+    ``serving_padded`` in one fresh process without rcnn_zoo, compare with ``predict``."""
     files = [_png(tmp_path / f"image{i}.png", image) for i, image in enumerate(images)]
     jobs, expected = [], {}
-    for detector, backbone in EXPORTS:
+    for detector, backbone in exports:
         name = f"{detector.__name__}_{backbone}"
         model = _model(detector, backbone)
         model.score_threshold = 0.0
         exported = export_saved_model(model, str(tmp_path / name), verbose=False)
         batch, sizes = _padded(images)
-        expected[name] = model.predict({"images": batch, "image_sizes": sizes}, verbose=0)
-        jobs.append({"name": name, "model": exported, "input_type": "image_tensor",
-                     "images": files, "signature": "serving_padded"})
+        inputs = {"images": batch, "image_sizes": sizes}
+        job = {"name": name, "model": exported, "input_type": "image_tensor",
+               "images": files, "signature": "serving_padded"}
+        if proposals is not None:
+            inputs["proposals"] = proposals
+            job["proposals"] = proposals.tolist()
+        expected[name] = model.predict(inputs, verbose=0)
+        jobs.append(job)
     jobs_file = tmp_path / "jobs.json"
     jobs_file.write_text(json.dumps({"jobs": jobs}))
     env = {k: v for k, v in os.environ.items() if k != "RCNN_ZOO_FORCE_FALLBACK"}
@@ -160,3 +166,13 @@ def test_every_backbone_exports_and_serves_mixed_sizes(tmp_path):
             # Random weights tie scores; compare the best-scored boxes, which are well separated.
             np.testing.assert_allclose(np.array(got["detection_boxes"][i])[:1], np.clip(boxes[:1], 0, 1),
                                        atol=1e-3, err_msg=name)
+
+
+def test_every_backbone_exports_and_serves_mixed_sizes(tmp_path):
+    _serve_and_compare(tmp_path, _images(2)[:3], EXPORTS)
+
+
+def test_fast_rcnn_exports_and_serves_mixed_sizes_with_proposals(tmp_path):
+    images = _images(3)[:3]
+    proposals = np.array([[[2, 2, 18, 15], [0, 0, 20, 10], [5, 1, 30, 19]]] * len(images), np.float32)
+    _serve_and_compare(tmp_path, images, [(rcnn_zoo.FastRCNN, "resnet50_fpn")], proposals)
