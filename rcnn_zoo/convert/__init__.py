@@ -101,6 +101,7 @@ CONVERTERS = {
 ALIASES = {
     "torchvision": torchvision_resnet50_fpn.NAME,
     "torchvision_v2": torchvision_resnet50_fpn_v2.NAME,
+    "torchvision_mobilenet": torchvision_mobilenet_v3_fpn.NAME,
     "mmdet": mmdet_r50_fpn.NAME,
     "mmdetection": mmdet_r50_fpn.NAME,
 }

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-SOURCES = ("torchvision", "mmdet")
+SOURCES = ("torchvision", "torchvision_v2", "torchvision_mobilenet", "mmdet")
 EXIT_USAGE = 2  # a checkpoint that cannot be read or converted: the user's input, as in rcnn-zoo
 
 
@@ -24,7 +24,8 @@ def add_convert_parser(subparsers):
         help="convert a torchvision / MMDetection Faster R-CNN checkpoint (.pth) to rcnn_zoo weights",
         description=(
             "Read a PyTorch .pth checkpoint without PyTorch (restricted unpickling), map it onto "
-            "rcnn_zoo's FasterRCNN(backbone='resnet50_fpn') and write .weights.h5 or .keras."
+            "rcnn_zoo's FasterRCNN (resnet50_fpn, resnet50_fpn_v2 or mobilenet_v3_large_fpn) and "
+            "write .weights.h5 or .keras."
         ),
     )
     _add_arguments(parser)
@@ -35,7 +36,8 @@ def add_convert_parser(subparsers):
 def _add_arguments(parser):
     parser.add_argument(
         "--from", dest="source", required=True, choices=SOURCES,
-        help="checkpoint family: torchvision fasterrcnn_resnet50_fpn or MMDetection 2.x faster_rcnn_r50_fpn",
+        help="checkpoint family: torchvision fasterrcnn_resnet50_fpn, _v2 or _mobilenet_v3_large(_320)_fpn, "
+        "or MMDetection 2.x faster_rcnn_r50_fpn",
     )
     parser.add_argument("--input", required=True, help="the .pth file")
     parser.add_argument(

@@ -2,12 +2,17 @@
 every tensor lands in the right place with the right layout, checked against NumPy NCHW
 re-implementations of PyTorch's layers (depthwise conv, squeeze-excitation, hard-swish)."""
 
+import argparse
+import os
+import sys
+
 import numpy as np
 import pytest
 
 from rcnn_zoo import FasterRCNN
 from rcnn_zoo.backbones.mobilenet import INVERTED_RESIDUAL_SETTING, squeeze_channels
-from rcnn_zoo.convert import CONVERTERS, ConversionError, convert_state_dict
+from rcnn_zoo.convert import CONVERTERS, ConversionError, convert_state_dict, read_state_dict
+from rcnn_zoo.convert.cli import add_convert_parser, run_convert
 from rcnn_zoo.convert import torchvision_mobilenet_v3_fpn as tv
 from rcnn_zoo.convert import torchvision_resnet50_fpn
 
@@ -249,3 +254,24 @@ def test_other_batch_norm_epsilon_is_folded():
     np.testing.assert_array_equal(a["gamma"], state["backbone.body.2.block.1.1.weight"])
     var = state["backbone.body.2.block.1.1.running_var"].astype(np.float64)
     np.testing.assert_allclose(b["gamma"] / np.sqrt(var + 1e-5), a["gamma"] / np.sqrt(var + 1e-3), rtol=1e-6)
+
+
+def test_convert_command_takes_the_mobilenet_family(tmp_path):
+    """``rcnn-zoo convert --from torchvision_mobilenet`` on a .pth written by the project's writer
+    with torchvision's real key layout; the written weights load into the preset's model."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "parity"))
+    import synthetic_checkpoint  # noqa: PLC0415 (a test helper folder, not a package)
+
+    source = tmp_path / "fasterrcnn_mobilenet_v3_large_320_fpn.pth"
+    synthetic_checkpoint.write_checkpoint("fasterrcnn_mobilenet_v3_large_320_fpn", str(source))
+    output = tmp_path / "mobilenet.weights.h5"
+    parser = argparse.ArgumentParser(prog="rcnn-zoo")
+    add_convert_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", "--from", "torchvision_mobilenet", "--input", str(source),
+                              "--output", str(output)])
+    assert run_convert(args) == 0
+    model = FasterRCNN(weights=str(output), **tv.model_arguments(90, low_resolution=True))
+    state = read_state_dict(str(source))
+    np.testing.assert_allclose(
+        model.box_predictor.get_weights()[0], state["roi_heads.box_predictor.cls_score.weight"].T, rtol=1e-6
+    )
