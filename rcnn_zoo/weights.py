@@ -647,7 +647,7 @@ def load_weights_file(model, path, strict=False):
     if path.endswith((".pth", ".pt", ".bin")):
         raise ValueError(
             f"{path} is a PyTorch checkpoint. Convert it first: rcnn-zoo convert --from "
-            "torchvision|mmdet --input <file.pth> --output <file.weights.h5> (or "
+            "torchvision|torchvision_v2|torchvision_mobilenet|mmdet --input <file.pth> --output <file.weights.h5> (or "
             "rcnn_zoo.convert.convert_checkpoint), then pass the .weights.h5."
         )
     if not path.endswith((".weights.h5", ".keras")):
