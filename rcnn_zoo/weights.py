@@ -647,8 +647,9 @@ def load_weights_file(model, path, strict=False):
     if path.endswith((".pth", ".pt", ".bin")):
         raise ValueError(
             f"{path} is a PyTorch checkpoint. Convert it first: rcnn-zoo convert --from "
-            "torchvision|torchvision_v2|torchvision_mobilenet|mmdet --input <file.pth> --output <file.weights.h5> (or "
-            "rcnn_zoo.convert.convert_checkpoint), then pass the .weights.h5."
+            "torchvision|torchvision_v2|torchvision_mobilenet|mmdet --input <file.pth> "
+            "--output <file.weights.h5> (or rcnn_zoo.convert.convert_checkpoint), then pass the "
+            ".weights.h5."
         )
     if not path.endswith((".weights.h5", ".keras")):
         raise ValueError(f"weights files must end in .weights.h5 or .keras, got {path!r}")
