@@ -44,7 +44,7 @@ from rcnn_zoo.backbones.mobilenet import (
     STEM_CHANNELS,
     squeeze_channels,
 )
-from rcnn_zoo.convert import resnet_fpn
+from rcnn_zoo.convert import resnet_fpn, torchvision_resnet50_fpn
 from rcnn_zoo.convert.common import ConversionError, KeyReader, batch_norm, conv_kernel
 
 NAME = "torchvision_fasterrcnn_mobilenet_v3_large_fpn"
@@ -164,19 +164,14 @@ def state_dict_shapes(num_outputs=91, old_names=False):
 
 def checkpoint_num_classes(state_dict):
     """Foreground classes of the checkpoint (torchvision's ``num_classes`` − 1)."""
-    key = "roi_heads.box_predictor.cls_score.weight"
-    if key not in state_dict:
-        raise ConversionError(
-            f"not a torchvision Faster R-CNN state dict: no {key!r} "
-            f"(first keys: {list(state_dict)[:4]})"
-        )
+    classes = torchvision_resnet50_fpn.checkpoint_num_classes(state_dict)  # any torchvision model
     if "backbone.body.1.block.0.0.weight" not in state_dict:
         raise ConversionError(
             "not a torchvision fasterrcnn_mobilenet_v3_large_fpn state dict: no "
             "'backbone.body.1.block.0.0.weight' (a ResNet checkpoint? use "
             "torchvision_fasterrcnn_resnet50_fpn)"
         )
-    return int(state_dict[key].shape[0]) - 1
+    return classes
 
 
 def _depthwise_kernel(weight):
