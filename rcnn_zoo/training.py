@@ -22,7 +22,15 @@ import warnings
 import keras
 
 from rcnn_zoo.backbones import BACKBONES
-from rcnn_zoo.data import evaluation_dataset, load_dataset, training_dataset
+from rcnn_zoo.checkpoints import (
+    AtomicCheckpoint,
+    HistoryCSV,
+    RunProgress,
+    StopOnDivergence,
+    TrainingDiverged,
+    read_progress,
+)
+from rcnn_zoo.data import evaluation_dataset, load_dataset, steps_per_epoch, training_dataset
 from rcnn_zoo.data.loading import default_split
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.evaluation import METRICS, MeanAveragePrecisionCallback
@@ -37,6 +45,7 @@ __all__ = [
     "CosineLearningRate",
     "TrainConfig",
     "alternating_training",
+    "check_config",
     "build_detector",
     "image_sizes",
     "parse_model_args",
@@ -218,27 +227,40 @@ class TrainingCurves(keras.callbacks.Callback):
             pass  # a plot must never stop training
 
 
-def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, continuing):
+def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, initial_epoch):
     """The built-in callbacks of :func:`train`, in the order they must run: the learning rate
     first, validation mAP before the checkpoint that reads it, the backup last."""
-    callbacks = [CosineLearningRate(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs)]
+    earlier = [r for r in read_history(paths["history"]) if r["epoch"] < initial_epoch]
+    callbacks = [
+        StopOnDivergence(_divergence_advice(config)),
+        CosineLearningRate(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs),
+    ]
     if val_set is not None:
-        best_so_far = [r.get("val_mAP") for r in read_history(paths["history"]) if continuing]
+        best_so_far = [r.get("val_mAP") for r in earlier]
         best_so_far = [v for v in best_so_far if v is not None and not math.isnan(v)]
         callbacks += [
             MeanAveragePrecisionCallback(evaluation_dataset(val_set), every_n_epochs=config.val_every,
                                          metric=config.metric, class_names=class_names),
             FillMissing(["val_mAP"]),
-            keras.callbacks.ModelCheckpoint(paths["best"], monitor="val_mAP", mode="max",
-                                            save_best_only=True,
-                                            initial_value_threshold=max(best_so_far, default=None)),
+            AtomicCheckpoint(paths["best"], monitor="val_mAP", mode="max", best=max(best_so_far, default=None)),
         ]
+    # Written in this order, so that progress.json never counts an epoch whose model and
+    # history row are not on disk.
     return callbacks + [
-        keras.callbacks.ModelCheckpoint(paths["last"]),
-        keras.callbacks.CSVLogger(paths["history"], append=continuing),
+        HistoryCSV(paths["history"], earlier),
+        AtomicCheckpoint(paths["last"]),
         TrainingCurves(paths["history"], paths["curves"]),
-        keras.callbacks.BackupAndRestore(paths["backup"]),
+        RunProgress(paths["backup"], config.epochs),
     ]
+
+
+def _divergence_advice(config):
+    return (
+        f"nothing of this epoch was saved. Try a lower --lr (now {config.lr:g}) and run the "
+        f"command again: it continues from the last good epoch in {config.output_dir} "
+        "(if one finished); if it diverges again, check the training data "
+        "(boxes, classes) named in the warnings above"
+    )
 
 
 def read_history(path):
@@ -259,26 +281,62 @@ def read_history(path):
     return rows
 
 
-def _keep_history_before(path, epoch):
-    """Drop rows of epochs ``≥ epoch`` (written after the last backup of an interrupted run)."""
-    if not os.path.isfile(path):
+def _number(name, value, minimum=None, maximum=None, above=None, integer=False):
+    """Check one numeric option; raise :class:`UsageError` naming it and its allowed range."""
+    if value is None:
         return
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    if not lines:
-        return
-    kept = [lines[0]] + [line for line in lines[1:] if line and int(float(line.split(",")[0])) < epoch]
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(kept) + "\n")
+    option = "--" + name.replace("_", "-")
+    kind = "an integer" if integer else "a number"
+    bounds = []
+    if above is not None:
+        bounds.append(f"> {above:g}")
+    if minimum is not None:
+        bounds.append(f"≥ {minimum:g}")
+    if maximum is not None:
+        bounds.append(f"≤ {maximum:g}")
+    wanted = f"{kind} {' and '.join(bounds)}" if bounds else f"a finite {kind[2:] if integer else 'number'}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    bad = (
+        isinstance(value, bool)
+        or not math.isfinite(number)
+        or (integer and number != int(number))
+        or (above is not None and not number > above)
+        or (minimum is not None and number < minimum)
+        or (maximum is not None and number > maximum)
+    )
+    if bad:
+        raise UsageError(f"{option} must be {wanted}, got {value!r}")
 
 
-def _backup_epoch(backup_dir):
-    """The epoch an interrupted run's ``BackupAndRestore`` folder continues from, or None."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return int(json.load(handle).get("epoch", 0))
+def check_config(config):
+    """Refuse option values that cannot train (raise :class:`UsageError` with the allowed range):
+    learning rate > 0 and finite, probabilities in [0, 1], sizes > 0, counts ≥ 1."""
+    _number("epochs", config.epochs, minimum=1, integer=True)
+    _number("batch_size", config.batch_size, minimum=1, integer=True)
+    _number("val_every", config.val_every, minimum=1, integer=True)
+    _number("lr", config.lr, above=0)
+    _number("weight_decay", config.weight_decay, minimum=0)
+    _number("warmup_epochs", config.warmup_epochs, minimum=0)
+    _number("flip", config.flip, minimum=0, maximum=1)
+    _number("random_crop", config.random_crop, minimum=0, maximum=1)
+    _number("crop_min_scale", config.crop_min_scale, above=0, maximum=1)
+    _number("zoom_out", config.zoom_out, minimum=1)
+    _number("image_min_size", config.image_min_size, minimum=1, integer=True)
+    _number("image_max_size", config.image_max_size, minimum=1, integer=True)
+    if config.image_min_size and config.image_max_size and config.image_max_size < config.image_min_size:
+        raise UsageError(f"--image-max-size ({config.image_max_size}) must be ≥ --image-min-size "
+                         f"({config.image_min_size})")
+    for size in config.anchor_sizes or ():
+        _number("anchor_sizes", size, above=0)
+    if config.metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {config.metric!r}")
+    if config.optimizer not in ("adam", "sgd"):
+        raise UsageError(f"--optimizer must be adam or sgd, got {config.optimizer!r}")
+    if config.verbose not in (0, 1, 2):
+        raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
 
 
 def _command_line():
@@ -301,12 +359,7 @@ def train(config, callbacks=None):
         dict: ``model`` (the trained detector), ``output_dir``, ``history`` (rows of
         history.csv), ``epochs_done``, ``wall_seconds``, ``cpu_seconds``, ``paths``.
     """
-    if config.epochs < 1:
-        raise UsageError(f"--epochs must be ≥ 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size must be ≥ 1, got {config.batch_size}")
-    if config.metric not in METRICS:
-        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {config.metric!r}")
+    check_config(config)
     out = config.output_dir
     paths = {
         name: os.path.join(out, file)
@@ -315,7 +368,9 @@ def train(config, callbacks=None):
             ("curves", "training_curves.png"), ("config", "config.json"), ("backup", "backup"),
         )
     }
-    interrupted_at = _backup_epoch(paths["backup"])
+    interrupted_at = read_progress(paths["backup"])
+    if interrupted_at is not None and not os.path.isfile(paths["last"]):
+        interrupted_at = None  # progress without its model (deleted by hand): start afresh
     finished_before = os.path.isfile(paths["last"]) and interrupted_at is None
     if finished_before and not config.resume:
         raise UsageError(
@@ -339,12 +394,12 @@ def train(config, callbacks=None):
 
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    if finished_before:  # --resume after a finished run: model and optimizer from last.keras
+    if finished_before or interrupted_at:  # model and optimizer state from last.keras
         model = load_model(paths["last"], compile=True)
         if list(model.class_names or []) != train_set.class_names:
-            raise UsageError(f"--resume: the model's classes {model.class_names} differ from the data's "
-                             f"{train_set.class_names}")
-        initial_epoch = len(read_history(paths["history"]))
+            raise UsageError(f"{paths['last']}: the model's classes {model.class_names} differ from "
+                             f"the data's {train_set.class_names}")
+        initial_epoch = interrupted_at or len(read_history(paths["history"]))
     else:
         model = build_detector(train_set.num_classes, train_set.class_names, config.backbone,
                                config.image_min_size, config.image_max_size, config.anchor_sizes,
@@ -357,8 +412,7 @@ def train(config, callbacks=None):
                 "epochs_done": initial_epoch, "wall_seconds": 0.0, "cpu_seconds": 0.0, "paths": paths}
     continuing = initial_epoch > 0
     if continuing:
-        _keep_history_before(paths["history"], initial_epoch)
-        how = "interrupted run (backup/)" if interrupted_at else "last.keras"
+        how = "interrupted run (backup/progress.json, last.keras)" if interrupted_at else "last.keras"
         print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
 
     min_size, max_size = model.image_min_size, model.image_max_size
@@ -367,8 +421,8 @@ def train(config, callbacks=None):
         crop=config.random_crop, crop_min_scale=config.crop_min_scale, zoom_out=config.zoom_out,
         seed=config.seed,
     )
-    steps = math.ceil(len(train_set) / config.batch_size)
-    callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, continuing) + list(
+    steps = steps_per_epoch(train_set, config.batch_size)
+    callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, initial_epoch) + list(
         callbacks or []
     )
 
@@ -402,6 +456,10 @@ def train(config, callbacks=None):
             warnings.filterwarnings("ignore", message=".*ran out of data.*")
             model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, verbose=config.verbose)
+    except TrainingDiverged:
+        if config.verbose == 1:
+            print(file=sys.stderr)  # end the progress-bar line before the error message
+        raise
     finally:
         wall, cpu = time.time() - wall, time.process_time() - cpu
         history = read_history(paths["history"])

@@ -18,7 +18,7 @@ from rcnn_zoo.data.pipeline import (
     make_tf_dataset,
     resized_size,
 )
-from rcnn_zoo.data.training_pipeline import evaluation_dataset, training_dataset
+from rcnn_zoo.data.training_pipeline import evaluation_dataset, steps_per_epoch, training_dataset
 from rcnn_zoo.data.voc import (
     VOC_CLASSES,
     continuous_to_voc,
@@ -41,5 +41,6 @@ __all__ = [
     "FORMATS",
     "load_dataset",
     "training_dataset",
+    "steps_per_epoch",
     "evaluation_dataset",
 ]

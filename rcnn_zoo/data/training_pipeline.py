@@ -20,12 +20,22 @@ from rcnn_zoo.data.augment import random_crop
 from rcnn_zoo.data.augment import zoom_out as _zoom_out  # ``zoom_out`` is also an argument below
 from rcnn_zoo.models.preprocessing import resize_images
 
-__all__ = ["training_dataset", "evaluation_dataset"]
+__all__ = ["training_dataset", "evaluation_dataset", "steps_per_epoch"]
 
 
 def _first_of_batch(inputs, targets):
-    """``(inputs, targets)`` of a batch of one → those of its image."""
-    return tf.nest.map_structure(lambda value: value[0], (inputs, targets))
+    """``(inputs, targets)`` of a batch of one → those of its image, and whether its original
+    is portrait (``height > width``: the batching key, fixed per record whatever the crop)."""
+    original = targets["original_size"][0]
+    targets = {"boxes": targets["boxes"][0], "labels": targets["labels"][0]}
+    return {k: v[0] for k, v in inputs.items()}, targets, original[0] > original[1]
+
+
+def steps_per_epoch(dataset, batch_size):
+    """Batches per epoch of :func:`training_dataset`: images of each orientation (by their
+    original size, portrait = height > width) are batched separately."""
+    portrait = sum(1 for r in dataset.records if r.height > r.width)
+    return math.ceil(portrait / batch_size) + math.ceil((len(dataset) - portrait) / batch_size)
 
 
 def training_dataset(
@@ -65,12 +75,12 @@ def training_dataset(
     # TF 2.21) on an element with zero boxes, i.e. on every photo without objects.
     base = dataset.to_tf_dataset(
         batch_size=1, training=True, max_size=cap, flip=flip, jitter=jitter or None,
-        seed=seed, cache=True,
+        seed=seed, cache=True, return_metadata=True,
     ).map(_first_of_batch)
     augment_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def augment(element, rng):
-        inputs, targets = element
+        inputs, targets, portrait = element
         image = inputs["images"]
         boxes, labels = targets["boxes"], targets["labels"]
         seeds = tf.random.experimental.stateless_split(tf.stack([rng, tf.constant(7, tf.int64)]), 4)
@@ -89,17 +99,22 @@ def training_dataset(
         resized, factors = resize_images(image[None], min_size, max_size)
         boxes = boxes * tf.stack([factors[1], factors[0], factors[1], factors[0]])
         image = resized[0]
-        return {"images": image, "image_sizes": tf.shape(image)[:2]}, {"boxes": boxes, "labels": labels}
+        inputs = {"images": image, "image_sizes": tf.shape(image)[:2]}
+        return inputs, {"boxes": boxes, "labels": labels}, portrait
 
     per_image = tf.data.Dataset.zip(base, augment_seeds).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    shapes = ({"images": [None, None, 3], "image_sizes": [2]}, {"boxes": [None, 4], "labels": [None]})
-    padding = ({"images": 0.0, "image_sizes": 0}, {"boxes": 0.0, "labels": -1})
+    shapes = ({"images": [None, None, 3], "image_sizes": [2]}, {"boxes": [None, 4], "labels": [None]}, [])
+    padding = ({"images": 0.0, "image_sizes": 0}, {"boxes": 0.0, "labels": -1}, False)
     # Same-orientation batches waste less padding (each image's size travels with it anyway).
+    # The key is the original's orientation, not the augmented image's, so that the number of
+    # batches is the same every epoch and known: Keras then shows n/N steps, and never runs a
+    # step into the end of the data.
     batches = per_image.group_by_window(
-        key_func=lambda x, targets: tf.cast(tf.shape(x["images"])[0] > tf.shape(x["images"])[1], tf.int64),
+        key_func=lambda x, targets, portrait: tf.cast(portrait, tf.int64),
         reduce_func=lambda key, window: window.padded_batch(batch_size, shapes, padding),
         window_size=batch_size,
-    )
+    ).map(lambda x, targets, portrait: (x, targets))
+    batches = batches.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(dataset, batch_size)))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 

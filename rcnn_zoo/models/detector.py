@@ -393,8 +393,12 @@ class TwoStageDetector(keras.Model):
         raise NotImplementedError
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Total multi-task loss; targets come from ``y_pred`` (its ground truth and samples)."""
-        del x, y, sample_weight, training
+        """Total multi-task loss; targets come from ``y_pred`` (its ground truth and samples).
+
+        Each part is logged as a mean over the epoch's images, weighted by batch size exactly
+        as Keras weights ``loss``, so the logged parts add up to the logged ``loss``.
+        """
+        del y, sample_weight, training
         if not getattr(self, "loss_functions", None):
             raise RuntimeError("Call model.compile() before fit/evaluate.")
         parts = self.compute_losses(y_pred)
@@ -403,9 +407,13 @@ class TwoStageDetector(keras.Model):
             [tf.cast(v, tf.float32) * weights.get(name, 1.0) for name, v in parts.items()]
         )
         replicas = float(_num_replicas())
+        # The weight depends on the batch, so a step whose input ran out (Keras runs one at the
+        # end of an epoch of unknown length) updates nothing; a constant weight of 1 would be
+        # counted before the failed read aborts the step and shrink the mean to n/(n+1).
+        images = tf.cast(_batch_size(x), tf.float32) if x is not None else None
         for tracker in self.loss_trackers:
             # Keras Loss objects already divide by the replica count; log per-batch values.
-            tracker.update_state(parts[tracker.name] * replicas)
+            tracker.update_state(parts[tracker.name] * replicas, sample_weight=images)
         if self.losses:
             total = total + tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in self.losses]) / replicas
         return total
