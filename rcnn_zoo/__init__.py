@@ -10,8 +10,12 @@ R-CNN, Fast R-CNN, Faster R-CNN and R-FCN built from Keras layers backed by comp
 
 import os
 
-# Quiet TensorFlow's C++ start-up logs (oneDNN, CUDA, CPU features); users can override.
+# Quiet TensorFlow's C++ logs (oneDNN, CUDA, CPU features); users can override.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from rcnn_zoo._quiet import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # its start-up messages come before TF_CPP_MIN_LOG_LEVEL applies
 
 __version__ = "0.1.0"
 

@@ -46,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "alternating_training",
     "check_config",
+    "class_summary",
     "build_detector",
     "image_sizes",
     "parse_model_args",
@@ -311,6 +312,23 @@ def _number(name, value, minimum=None, maximum=None, above=None, integer=False):
         raise UsageError(f"{option} must be {wanted}, got {value!r}")
 
 
+def class_summary(dataset, max_listed=20):
+    """``Classes found in N images: a (x images, y objects), …``: the classes a training run
+    takes from the data, so a misspelt name (a class of one image) is seen before training."""
+    images = [0] * dataset.num_classes
+    objects = [0] * dataset.num_classes
+    for record in dataset.records:
+        for label in set(record.labels.tolist()):
+            images[label] += 1
+        for label in record.labels.tolist():
+            objects[label] += 1
+    parts = [f"{name} ({images[i]} image{'s' * (images[i] != 1)}, {objects[i]} object{'s' * (objects[i] != 1)})"
+             for i, name in enumerate(dataset.class_names[:max_listed])]
+    more = dataset.num_classes - max_listed
+    listed = ", ".join(parts) + (f", … {more} more" if more > 0 else "")
+    return f"{dataset.num_classes} class(es) found in {len(dataset)} training images: {listed}"
+
+
 def check_config(config):
     """Refuse option values that cannot train (raise :class:`UsageError` with the allowed range):
     learning rate > 0 and finite, probabilities in [0, 1], sizes > 0, counts ≥ 1."""
@@ -391,6 +409,7 @@ def train(config, callbacks=None):
                                config.val_images, class_names=train_set.class_names)
     if sum(len(r.labels) for r in train_set.records) == 0:
         raise UsageError(f"the training set {train_set.source} has no objects")
+    print(class_summary(train_set))
 
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(config.seed)

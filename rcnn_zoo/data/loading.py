@@ -52,7 +52,8 @@ def _relabel(dataset, class_names):
                             source=dataset.source, problems=dataset.problems)
 
 
-def load_dataset(data=None, format="voc", split=None, annotations=None, images=None, class_names=None):
+def load_dataset(data=None, format="voc", split=None, annotations=None, images=None, class_names=None,
+                 check_images="decode"):
     """Read a dataset for training or evaluation, turning reader errors into
     :class:`~rcnn_zoo.errors.UsageError`.
 
@@ -65,6 +66,9 @@ def load_dataset(data=None, format="voc", split=None, annotations=None, images=N
         annotations, images: COCO instances JSON and image folder (default: the JSON's folder,
             or ``data``).
         class_names: the class order to use (a trained model's); ``None``: the dataset's.
+        check_images: ``"decode"`` (default) decodes every image once, so a truncated or
+            damaged file is skipped and named in the reader's warning instead of stopping
+            training or evaluation half-way; ``"header"`` only reads sizes (faster).
 
     Returns:
         :class:`rcnn_zoo.data.DetectionDataset` with at least one image.
@@ -77,10 +81,10 @@ def load_dataset(data=None, format="voc", split=None, annotations=None, images=N
                 raise UsageError("--data is required: the VOC dataset folder")
             if not os.path.isdir(data):
                 raise UsageError(f"dataset folder not found: {data}")
-            dataset = read_voc(data, split=split, class_names=class_names)
+            dataset = read_voc(data, split=split, class_names=class_names, check_images=check_images)
         else:
             annotations, images = _coco_paths(data, annotations, images)
-            dataset = read_coco(annotations, images)
+            dataset = read_coco(annotations, images, check_images=check_images)
             if class_names is not None and list(class_names) != dataset.class_names:
                 dataset = _relabel(dataset, list(class_names))
     except (FileNotFoundError, DatasetError) as error:

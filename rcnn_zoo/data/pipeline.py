@@ -94,22 +94,23 @@ class ProblemLog:
             raise DatasetError(f"{kind}: {entry}")
         self.items.setdefault(kind, []).append(entry)
 
-    def warn(self, stacklevel=3):
-        if not self.items:
-            return
-        parts = []
+    def summary(self):
+        """The warning's text: a head line, then one line per problem kind with its count and
+        the first ``max_listed`` files."""
+        lines = []
         for kind, entries in self.items.items():
             listed = "; ".join(entries[: self.max_listed])
             extra = len(entries) - self.max_listed
             more = f"; … {extra} more" if extra > 0 else ""
             unit = "image(s)" if kind in _IMAGE_LEVEL_PROBLEMS else "object(s)"
-            parts.append(f"{kind}: {len(entries)} {unit} [{listed}{more}]")
+            lines.append(f"  {kind}: {len(entries)} {unit}: {listed}{more}")
         skipped = sum(len(v) for k, v in self.items.items() if k not in _KEPT_PROBLEMS)
-        message = (
-            f"{self.source}: skipped {skipped} item(s) of bad data — " + " | ".join(parts) + ". "
-            "Pass strict=True to raise on the first one instead."
-        )
-        warnings.warn(message, DatasetWarning, stacklevel=stacklevel)
+        head = f"{self.source}: skipped {skipped} item(s) of bad data (strict=True raises on the first instead):"
+        return "\n".join([head] + lines)
+
+    def warn(self, stacklevel=3):
+        if self.items:
+            warnings.warn(self.summary(), DatasetWarning, stacklevel=stacklevel)
 
 
 @dataclasses.dataclass

@@ -205,9 +205,15 @@ def read_voc(
         split_desc = "all"
     else:
         split_path = os.fspath(split)
-        if not os.path.isfile(split_path):
-            base = os.path.join(root, "ImageSets", "Main") if devkit else root
+        # A name ("train") is looked up in the dataset; a path (with a folder or ".txt") is
+        # used as given, and reported as given when it is not there.
+        is_path = os.sep in split_path or "/" in split_path or split_path.endswith(".txt")
+        base = os.path.join(root, "ImageSets", "Main") if devkit else root
+        if not is_path:
             split_path = os.path.join(base, f"{split}.txt")
+        elif not os.path.isfile(split_path) and not os.path.isabs(split_path):
+            in_dataset = os.path.join(base, split_path)  # "test.txt": the dataset's own file
+            split_path = in_dataset if os.path.isfile(in_dataset) else split_path
         if not os.path.isfile(split_path):
             raise FileNotFoundError(f"split file not found: {split_path}")
         stems = _read_split(split_path)
