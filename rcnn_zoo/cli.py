@@ -29,8 +29,10 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 
 from rcnn_zoo.data.loading import FORMATS, default_split, load_dataset
+from rcnn_zoo.data.pipeline import DatasetWarning
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.evaluation import METRICS, evaluate_model, format_ap_table
 from rcnn_zoo.export import INPUT_TYPES as EXPORT_INPUT_TYPES
@@ -111,20 +113,46 @@ def _run_evaluate(args):
 def _run_predict(args):
     if (args.model is None) == (args.weights is None):
         raise UsageError("give exactly one of --model FILE.keras and --weights NAME")
+    import warnings  # noqa: PLC0415
+
+    from rcnn_zoo.inference import UnreadableImageWarning  # noqa: PLC0415
+
     image_paths = list_images(args.images)
     model = load_model(args.model) if args.model else model_from_weights_name(args.weights)
-    results = predict_images(model, image_paths, args.output_dir, args.score_threshold, verbose=args.verbose)
+    with warnings.catch_warnings():  # reported below, one line per kind
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        results = predict_images(model, image_paths, args.output_dir, args.score_threshold, verbose=args.verbose)
     found = sum(len(r["scores"]) for r in results)
-    print(f"{found} detection(s) ≥ {args.score_threshold} in {len(results)} image(s); wrote PNGs and "
-          f"{os.path.join(args.output_dir, 'detections.json')}")
-    return 0
+    json_path = os.path.join(args.output_dir, "detections.json")
+    failed = getattr(results, "failed", [])
+    of = f" of {len(image_paths)}" if failed else ""
+    # flush: the warnings below go to stderr and must come after this line, not before it
+    print(f"{found} detection(s) ≥ {args.score_threshold} in {len(results)}{of} image(s); wrote "
+          f"{len(results)} PNG(s) and {json_path}", flush=True)
+    if not failed:
+        return 0
+    given = dict(zip((os.path.abspath(p) for p in image_paths), image_paths))
+    by_reason = {}
+    for item in failed:
+        by_reason.setdefault(item["error"], []).append(given.get(item["image"], item["image"]))
+    for reason, paths in by_reason.items():
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        files = "file" if len(paths) == 1 else "files"
+        print(f"{PROG}: warning: skipped {len(paths)} {files} ({reason}): {', '.join(paths[:3])}{more}",
+              file=sys.stderr)
+    _error(f"{len(failed)} of {len(image_paths)} image files could not be read (skipped; listed with "
+           f"their \"error\" in {json_path})")
+    return EXIT_USAGE
 
 
 def _run_export(args):
     if args.input_type not in EXPORT_INPUT_TYPES:
         raise UsageError(f"--input-type must be one of {', '.join(EXPORT_INPUT_TYPES)}")
     model = load_model(args.model)
-    export_saved_model(model, args.output, input_type=args.input_type)
+    try:
+        export_saved_model(model, args.output, input_type=args.input_type)
+    except ValueError as error:  # the output path is taken, or the model cannot be exported
+        raise UsageError(str(error).splitlines()[0]) from error
     return 0
 
 
@@ -310,7 +338,10 @@ def build_parser():
         subparsers, "predict", "draw detections on images and write them as JSON",
         "Run a detector on image files or folders. Writes <image name>.png with the boxes drawn "
         "and detections.json: per image its boxes [x1, y1, x2, y2] in original pixels, scores, "
-        "labels and class names, for detections scoring at least --score-threshold.",
+        "labels and class names, for detections scoring at least --score-threshold.\n\n"
+        "A file that cannot be read as an image (empty, truncated, not an image) is skipped and "
+        "the others are processed; detections.json lists it as {\"image\": path, \"error\": "
+        "reason}, a warning names it, and the exit code is 2.",
         "  rcnn-zoo predict --model runs/raccoon/best.keras --images photos/ --output-dir detections\n"
         "  rcnn-zoo predict --model best.keras --images a.jpg b.png --output-dir out --score-threshold 0.3\n"
         "  rcnn-zoo predict --weights shapes --images shapes.png --output-dir out   # a registered weight\n",
@@ -363,6 +394,18 @@ def _error(message):
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings about the user's data as ``rcnn-zoo: warning: …`` lines (no source line)."""
+    if issubclass(category, DatasetWarning):
+        sys.stdout.flush()  # what was printed before comes before the warning
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+        return
+    _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv=None):
     """Entry point of the ``rcnn-zoo`` console script; returns the exit code."""
     parser = build_parser()
@@ -370,6 +413,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args._argv = argv
     debug = getattr(args, "debug", False)
+    shown_before = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         code = args.func(args)
     except UsageError as error:
@@ -382,6 +427,8 @@ def main(argv=None):
             raise
         _error("interrupted" + ("; run the same command again to resume" if args.command == "train" else ""))
         return 130
+    finally:
+        warnings.showwarning = shown_before
     return 0 if code is None else int(code)
 
 

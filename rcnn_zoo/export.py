@@ -42,6 +42,7 @@ import tempfile
 
 import tensorflow as tf
 
+from rcnn_zoo.checkpoints import replace_directory
 from rcnn_zoo.ops import _loader
 from rcnn_zoo.ops import boxes as box_ops
 
@@ -273,10 +274,22 @@ def export_saved_model(model, path, input_type="image_tensor", verbose=True, por
             )
             if portable and custom:
                 raise ValueError(f"custom ops {custom} in a portable export (please report this)")
-            tf.saved_model.save(module, path, signatures=signatures)
+            _check_replaceable(path)
+            # Written next to ``path`` and renamed into place: a kill mid-export leaves the
+            # previous export (TF Serving may be serving it) or the new one, never half of one.
+            replace_directory(lambda tmp: tf.saved_model.save(module, tmp, signatures=signatures), path)
     if verbose:
         _print_summary(model, path, input_type, names, custom)
     return path
+
+
+def _check_replaceable(path):
+    """Refuse to replace a non-empty directory that is not a SavedModel (someone's files)."""
+    if os.path.isdir(path) and os.listdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"{path} exists and is not a SavedModel (no saved_model.pb); export to a new "
+                         "or empty directory, e.g. serving/<name>/<version>")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path} exists and is a file; export to a directory")
 
 
 def _print_summary(model, path, input_type, names, custom):

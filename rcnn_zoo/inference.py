@@ -3,9 +3,16 @@ objects in image files, writing annotated PNGs and ``detections.json`` (``rcnn-z
 
 Each image is fed at its original size, one at a time; the model resizes it. Boxes are float32
 xyxy in pixels of the original image (``docs/conventions.md``).
+
+A file that cannot be read as an image (empty, truncated, not an image at all) does not stop the
+others: it is skipped and reported, with the reason, in the result's ``failed`` list and in
+``detections.json``.
 """
 
 import os
+import warnings
+import zipfile
+import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,24 +22,52 @@ import keras
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.utils import progress, write_json
 from rcnn_zoo.visualization import draw_detections, save_png
-from rcnn_zoo.weights import build_pretrained
+from rcnn_zoo.weights import WeightsFileError, build_pretrained, check_weights_file
 
-__all__ = ["IMAGE_EXTENSIONS", "load_model", "model_from_weights_name", "list_images", "predict_images"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Predictions",
+    "UnreadableImageWarning",
+    "load_model",
+    "model_from_weights_name",
+    "list_images",
+    "predict_images",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+# Reasons an image file is skipped (``"error"`` of its detections.json entry), one per kind.
+EMPTY_FILE = "empty file, 0 bytes"
+NOT_AN_IMAGE = "not an image: its contents are in no image format"
+DAMAGED_IMAGE = "truncated or damaged image data"
+
+# First bytes of the formats of IMAGE_EXTENSIONS: a file that starts like one is a damaged image,
+# not some other file with an image's name.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 
 
 def load_model(path, compile=False):
     """A detector saved with ``model.save(path)`` (``.keras``).
 
     The detector classes are registered for deserialisation by importing :mod:`rcnn_zoo`.
+
+    Raises:
+        UsageError: no such file, not a ``.keras`` name, or a file Keras cannot load; an empty,
+            truncated or damaged file raises the :class:`rcnn_zoo.weights.WeightsFileError`
+            subclass (also an ``OSError`` and ``ValueError``) naming it.
     """
     if not os.path.isfile(path):
         raise UsageError(f"model file not found: {path}")
     if not str(path).endswith(".keras"):
         raise UsageError(f"--model expects a .keras file written by model.save() (e.g. best.keras), got {path}")
+    check_weights_file(path, what="model file")
     try:
         return keras.models.load_model(path, compile=compile)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # damaged inside the archive
+        raise WeightsFileError(
+            f"cannot read model file {path}: the file is damaged ({type(error).__name__}: {error}); "
+            "download or save it again", path,
+        ) from error
     except Exception as error:  # a corrupt or foreign file: say which and why
         raise UsageError(f"cannot load model {path}: {type(error).__name__}: {error}") from error
 
@@ -74,53 +109,137 @@ def _to_xyxy(boxes, bounding_box_format, height, width):
         boxes, source=bounding_box_format, target="xyxy", height=height, width=width))
 
 
+class UnreadableImageWarning(UserWarning):
+    """:func:`predict_images` skipped image files it could not read (named in the message)."""
+
+
+class Predictions(list):
+    """What :func:`predict_images` returns: a list of the per-image entries of the images it
+    read (as before), and in ``failed`` the ``{"image", "error"}`` of those it could not read."""
+
+    def __init__(self, entries=(), failed=()):
+        super().__init__(entries)
+        self.failed = list(failed)
+
+
+def _unreadable_reason(path, error):
+    """The ``"error"`` of an image file that could not be decoded: one phrase per kind."""
+    if isinstance(error, UnidentifiedImageError):
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(16)
+        except OSError:
+            head = b""
+        like_image = head.startswith(_SIGNATURES) and (not head.startswith(b"RIFF") or head[8:12] == b"WEBP")
+        return DAMAGED_IMAGE if like_image else NOT_AN_IMAGE
+    if isinstance(error, (OSError, SyntaxError, EOFError, ValueError, zlib.error)):
+        return DAMAGED_IMAGE  # "image file is truncated", "broken data stream", "broken PNG file", ...
+    return f"cannot decode it ({type(error).__name__}: {error})"
+
+
+class _Unreadable(Exception):
+    """An image file that could not be read; ``reason`` is its ``"error"``."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.reason = reason
+
+
+def _read_image(path):
+    try:
+        with open(path, "rb") as handle:
+            if not handle.read(1):
+                raise _Unreadable(path, EMPTY_FILE)
+            handle.seek(0)
+            try:
+                with Image.open(handle) as opened:
+                    return np.asarray(opened.convert("RGB"), np.uint8)
+            except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
+                raise _Unreadable(path, _unreadable_reason(path, error)) from error
+    except OSError as error:  # open() or read() of the file itself
+        raise _Unreadable(path, f"cannot open the file ({error.strerror or error})") from error
+
+
 def predict_images(model, image_paths, output_dir, score_threshold=0.5, verbose=1, draw=True):
     """Detect objects in image files; write ``<stem>.png`` with the boxes drawn (when
     ``draw``) and ``detections.json`` into ``output_dir``.
 
+    A file that cannot be read as an image (empty, truncated or damaged, not an image) is
+    skipped, the others are processed, and an :class:`UnreadableImageWarning` names the skipped
+    ones.
+
     Returns:
-        the list written to ``detections.json``: per image ``{"image", "output", "width",
+        :class:`Predictions`: a list, per image read, of ``{"image", "output", "width",
         "height", "boxes" [[x1, y1, x2, y2] original pixels], "scores", "labels",
-        "class_names"}`` with the detections scoring ≥ ``score_threshold``, best first.
+        "class_names"}`` with the detections scoring ≥ ``score_threshold``, best first; and in
+        its ``failed`` attribute, per file not read, ``{"image", "error"}`` (the reason).
+
+        ``detections.json`` is the same list with the ``{"image", "error"}`` entries of the
+        files not read in their place (input order). Entries of images read are unchanged, so
+        a reader tells the two apart by ``"error"``.
     """
     os.makedirs(output_dir, exist_ok=True)
     names = list(model.class_names) if getattr(model, "class_names", None) else None
-    used, results = set(), []
-    for path in progress(image_paths, len(image_paths), verbose=verbose):
-        try:
-            with Image.open(path) as opened:
-                image = np.asarray(opened.convert("RGB"), np.uint8)
-        except (OSError, UnidentifiedImageError) as error:
-            raise UsageError(f"cannot read image {path}: {error}") from error
-        height, width = image.shape[:2]
-        out = model.predict_on_batch(image[None])
-        count = int(np.asarray(out["num_detections"])[0])
-        boxes = _to_xyxy(np.asarray(out["boxes"])[0, :count], model.bounding_box_format, height, width)
-        scores = np.asarray(out["scores"])[0, :count]
-        labels = np.asarray(out["labels"])[0, :count]
-        keep = (scores >= score_threshold) & (labels >= 0)
-        boxes, scores, labels = np.asarray(boxes)[keep], scores[keep], labels[keep]
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, n = stem, 1
-        while name in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name)
-        png = os.path.join(output_dir, name + ".png")
-        if draw:
-            drawn = draw_detections(image, {"boxes": boxes, "scores": scores, "labels": labels},
-                                    class_names=names, bounding_box_format="xyxy",
-                                    score_threshold=score_threshold)
-            save_png(drawn, png)
-        results.append({
-            "image": os.path.abspath(path),
-            "output": os.path.abspath(png) if draw else None,
-            "width": width,
-            "height": height,
-            "boxes": [[round(float(v), 2) for v in box] for box in boxes],
-            "scores": [round(float(s), 5) for s in scores],
-            "labels": [int(label) for label in labels],
-            "class_names": [names[label] if names else str(label) for label in labels],
-        })
-    write_json(os.path.join(output_dir, "detections.json"), results)
-    return results
+    used, results, failed, written = set(), [], [], []
+    done = 0
+    try:
+        for path in progress(image_paths, len(image_paths), verbose=verbose):
+            done += 1
+            try:
+                image = _read_image(path)
+            except _Unreadable as error:
+                entry = {"image": os.path.abspath(path), "error": error.reason}
+                failed.append(entry)
+                written.append(entry)
+                continue
+            entry = _detect(model, image, path, output_dir, score_threshold, names, used, draw)
+            results.append(entry)
+            written.append(entry)
+    except BaseException:
+        if verbose and done > 1:  # the bar has been drawn (after the first image) and not ended
+            print(flush=True)  # end its line, so that the error is printed on a line of its own
+        raise
+    write_json(os.path.join(output_dir, "detections.json"), written)
+    if failed:
+        listed = ", ".join(f"{item['image']} ({item['error']})" for item in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        warnings.warn(
+            f"{len(failed)} of {len(image_paths)} image files could not be read and were skipped: "
+            f"{listed}{more} (listed with their reason in detections.json and .failed)",
+            UnreadableImageWarning,
+            stacklevel=2,
+        )
+    return Predictions(results, failed)
+
+
+def _detect(model, image, path, output_dir, score_threshold, names, used, draw):
+    height, width = image.shape[:2]
+    out = model.predict_on_batch(image[None])
+    count = int(np.asarray(out["num_detections"])[0])
+    boxes = _to_xyxy(np.asarray(out["boxes"])[0, :count], model.bounding_box_format, height, width)
+    scores = np.asarray(out["scores"])[0, :count]
+    labels = np.asarray(out["labels"])[0, :count]
+    keep = (scores >= score_threshold) & (labels >= 0)
+    boxes, scores, labels = np.asarray(boxes)[keep], scores[keep], labels[keep]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name)
+    png = os.path.join(output_dir, name + ".png")
+    if draw:
+        drawn = draw_detections(image, {"boxes": boxes, "scores": scores, "labels": labels},
+                                class_names=names, bounding_box_format="xyxy",
+                                score_threshold=score_threshold)
+        save_png(drawn, png)
+    return {
+        "image": os.path.abspath(path),
+        "output": os.path.abspath(png) if draw else None,
+        "width": width,
+        "height": height,
+        "boxes": [[round(float(v), 2) for v in box] for box in boxes],
+        "scores": [round(float(s), 5) for s in scores],
+        "labels": [int(label) for label in labels],
+        "class_names": [names[label] if names else str(label) for label in labels],
+    }

@@ -3,6 +3,8 @@ training curves (PIL only: matplotlib is not a dependency)."""
 
 import math
 
+import os
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -42,10 +44,21 @@ def draw_detections(image, detections, class_names=None, bounding_box_format="xy
     return np.asarray(drawn[0], np.uint8)
 
 
-def save_png(array, path):
-    """Write a uint8 ``[H, W, 3]`` array as PNG."""
-    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+def _save_atomically(image, path):
+    """``image.save(path)`` as PNG through a temporary file + rename (a kill leaves the old file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
+
+
+def save_png(array, path):
+    """Write a uint8 ``[H, W, 3]`` array as PNG (atomically)."""
+    return _save_atomically(Image.fromarray(np.asarray(array, np.uint8)), path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -139,5 +152,4 @@ def plot_training_curves(history_path, png_path, width=720):
         best = max(v for v in maps if math.isfinite(v))
         _panel(draw, font, (0, 290, width, 560), epochs, {"val_mAP": maps}, (0.0, 1.0),
                f"validation mAP (best {best:.3f})")
-    image.save(png_path)
-    return png_path
+    return _save_atomically(image, png_path)

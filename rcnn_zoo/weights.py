@@ -30,7 +30,12 @@ A file is loaded with ``model.load_weights``. When its detector has a different 
 (fine-tuning), everything except the class-specific predictor (``box_predictor/cls_score``,
 ``box_predictor/bbox_pred``) is loaded and a warning names the layers left initialised;
 ``strict=True`` refuses instead. ``FasterRCNN(weights=...)`` is non-strict; call
-:func:`load_detector_weights` yourself for ``strict=True``.
+:func:`load_detector_weights` yourself for ``strict=True``. A file that is empty, truncated or
+otherwise damaged is refused with :class:`WeightsFileError` naming it (:func:`check_weights_file`).
+
+A hash mismatch of a download says to delete the download and try again; of a registered local
+file (``"file"``, the user's own), that it is not the file registered, and how to register it
+again (:func:`register_local_file`).
 
 Extra registries (JSON files of the same format, entries override the built-in ones by name)
 can be listed in ``$RCNN_ZOO_WEIGHTS_REGISTRY`` (``os.pathsep``-separated).
@@ -46,12 +51,16 @@ import tempfile
 import urllib.parse
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import keras
 
+from rcnn_zoo.errors import UsageError
+
 __all__ = [
     "WeightsDownloadError",
+    "WeightsFileError",
     "WeightsIntegrityError",
     "WeightsMismatchError",
     "available_weights",
@@ -59,6 +68,7 @@ __all__ = [
     "find_preset",
     "preset_arguments",
     "builtin_registry_path",
+    "check_weights_file",
     "checkpoint_num_classes",
     "file_sha256",
     "get_weights_entry",
@@ -110,6 +120,21 @@ class WeightsIntegrityError(ValueError):
 
 class WeightsMismatchError(ValueError):
     """Weights that do not fit the model (backbone, layer sizes, or classes with strict=True)."""
+
+
+class WeightsFileError(UsageError, OSError, ValueError):
+    """A ``.weights.h5`` / ``.keras`` file that cannot be read: empty, truncated or otherwise
+    damaged (not a valid HDF5 file / zip archive), or not readable. The message names the file;
+    ``path`` holds it.
+
+    An :class:`OSError` (what h5py and zipfile raise for such files) and a :class:`ValueError`
+    (like the other weights errors), and a :class:`rcnn_zoo.errors.UsageError`, so that
+    ``rcnn-zoo`` prints it as one line.
+    """
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 # ---------------------------------------------------------------------------- registry
@@ -419,7 +444,28 @@ def _hash_error(name, path, expected, got, url=None):
     )
 
 
-def _verify(name, path, entry, url=None, known_good=False):
+def _local_hash_error(name, path, expected, got, entry, field):
+    """A registered *local* file (the user's own, not a download) that is not the registered one:
+    never advise deleting it."""
+    registry = entry.get("_registry", "the registry")
+    arguments = f"{name!r}, {str(path)!r}"
+    try:
+        if Path(registry).resolve() != builtin_registry_path().resolve():
+            arguments += f", registry={str(registry)!r}"
+    except OSError:
+        arguments += f", registry={str(registry)!r}"
+    return WeightsIntegrityError(
+        f"The {name!r} weights file {path} differs from the one registered in {registry}: its "
+        f"SHA-256 is {got}, expected {expected}{'…' if len(expected) < 64 else ''} (the entry's "
+        f"{field!r}). If this file is the one you want (retrained or saved again, say), register "
+        f"it again: rcnn_zoo.weights.register_local_file({arguments}), which records its SHA-256; "
+        f"if the registry's {field!r} is wrong, correct it; otherwise put the registered file back."
+    )
+
+
+def _verify(name, path, entry, url=None, known_good=False, local=False):
+    """Check ``path`` against the entry's SHA-256. ``local``: ``path`` is the entry's own local
+    file (``"file"``), not a download."""
     full, prefix = entry.get("sha256"), entry.get("sha256_prefix")
     if not full and not prefix:
         warnings.warn(
@@ -431,10 +477,14 @@ def _verify(name, path, entry, url=None, known_good=False):
     if known_good and full:
         return
     got = file_sha256(path)
-    if full and got != full.lower():
-        raise _hash_error(name, path, full.lower(), got, url)
-    if prefix and not got.startswith(prefix.lower()):
-        raise _hash_error(name, path, prefix.lower(), got, url)
+    for field, expected, matches in (
+        ("sha256", full, lambda e: got == e),
+        ("sha256_prefix", prefix, lambda e: got.startswith(e)),
+    ):
+        if expected and not matches(expected.lower()):
+            if local:
+                raise _local_hash_error(name, path, expected.lower(), got, entry, field)
+            raise _hash_error(name, path, expected.lower(), got, url)
 
 
 def _download(name, entry, cache_dir):
@@ -526,7 +576,7 @@ def weights_file(name, cache_dir=None):
     if entry.get("file"):
         path = _local_file(name, entry)
         if path.is_file():
-            _verify(name, path, entry)
+            _verify(name, path, entry, local=True)
             return str(path)
         if not entry.get("url"):
             raise FileNotFoundError(
@@ -576,13 +626,69 @@ def checkpoint_num_classes(path):
     return int(found[0][1]) - 1
 
 
+DAMAGED_ADVICE = "download or save it again"
+
+
+def check_weights_file(path, what="weights file", advice=DAMAGED_ADVICE):
+    """Refuse a ``.weights.h5`` / ``.keras`` file that cannot be what its name says: empty,
+    truncated or damaged (``.weights.h5``: not a valid HDF5 file; ``.keras``: not a valid zip
+    archive), or not readable.
+
+    Args:
+        path: the file (its name decides the format; other names are not checked).
+        what: how the message calls it (``"weights file"``, ``"model file"``).
+        advice: what to do about a damaged file, ending the message.
+    Raises:
+        WeightsFileError: the message names the file and what is wrong with it, e.g.
+            ``cannot read weights file /x/y.weights.h5: the file is damaged or truncated (not a
+            valid HDF5 file); download or save it again``.
+    """
+    path = os.fspath(path)
+    start = f"cannot read {what} {path}"
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as error:
+        raise WeightsFileError(f"{start}: {error.strerror or error}", path) from error
+    if empty:
+        raise WeightsFileError(f"{start}: the file is empty (0 bytes); {advice}", path)
+    if path.endswith(".keras"):
+        try:
+            with zipfile.ZipFile(path):
+                return
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+            raise WeightsFileError(
+                f"{start}: the file is damaged or truncated (not a valid zip archive, which .keras "
+                f"files are); {advice}", path,
+            ) from error
+    if path.endswith(".h5"):
+        import h5py  # noqa: PLC0415 (a Keras dependency)
+
+        try:
+            with h5py.File(path, "r"):
+                return
+        except OSError as error:  # "file signature not found", "truncated file: eof = ...", ...
+            raise WeightsFileError(
+                f"{start}: the file is damaged or truncated (not a valid HDF5 file); {advice}", path,
+            ) from error
+
+
 def _is_predictor(variable_path):
     return variable_path.startswith(PREDICTOR_PREFIXES)
+
+
+# What h5py, zipfile and zlib raise for a file damaged past the parts check_weights_file reads.
+_DAMAGED_FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _keras_load(model, path):
     try:
         model.load_weights(path)
+    except _DAMAGED_FILE_ERRORS as error:
+        raise WeightsFileError(
+            f"cannot read weights file {path}: the file is damaged or truncated "
+            f"({type(error).__name__}: {error}); {DAMAGED_ADVICE}", path,
+        ) from error
     except (ValueError, KeyError, TypeError) as error:
         raise WeightsMismatchError(
             f"{path} does not fit this {type(model).__name__} ({error}). A weights file loads "
@@ -637,6 +743,12 @@ def load_weights_file(model, path, strict=False):
 
     Returns:
         Names of the layers left initialised (empty when everything was loaded).
+
+    Raises:
+        FileNotFoundError: no such file.
+        WeightsFileError: the file is empty, truncated or damaged (not a valid HDF5 file / zip
+            archive); the message names it.
+        WeightsMismatchError: the file's detector does not fit ``model``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -653,6 +765,7 @@ def load_weights_file(model, path, strict=False):
         )
     if not path.endswith((".weights.h5", ".keras")):
         raise ValueError(f"weights files must end in .weights.h5 or .keras, got {path!r}")
+    check_weights_file(path)
     found = checkpoint_num_classes(path)
     if found is None or found == model.num_classes:
         _keras_load(model, path)
@@ -752,6 +865,7 @@ def load_detector_weights(model, weights, strict=False, cache_dir=None):
         WeightsMismatchError: wrong backbone or layer sizes; other classes with ``strict``.
         WeightsDownloadError: the download failed (the URL is named, with the offline way).
         WeightsIntegrityError: SHA-256 mismatch (expected, got and the file named).
+        WeightsFileError: the file is empty, truncated or damaged (named in the message).
     """
     weights = os.fspath(weights)
     if _is_file_argument(weights):
@@ -766,11 +880,27 @@ def load_detector_weights(model, weights, strict=False, cache_dir=None):
     key, entry = found
     _check_entry_fits(model, weights, entry, strict)
     path = weights_file(key, cache_dir=cache_dir)
+    check_weights_file(path, advice=_damaged_registered_file_advice(key, entry, path))
     skipped = load_weights_file(model, path, strict=strict)
     if not skipped and model.class_names is None and entry.get("class_names"):
         if len(entry["class_names"]) == model.num_classes:
             model.class_names = list(entry["class_names"])
     return skipped
+
+
+def _damaged_registered_file_advice(name, entry, path):
+    """What to do about a damaged file of registered ``name`` (one without a SHA-256 to catch it
+    earlier): a local file is the user's to save again; a download or conversion is rcnn_zoo's
+    cached copy, fetched again once deleted."""
+    if entry.get("file") and Path(path) == _local_file(name, entry):
+        return (
+            f"it is the file registered as {name!r} in {entry.get('_registry', 'the registry')}: "
+            "save it again and register it (rcnn_zoo.weights.register_local_file)"
+        )
+    return (
+        f"it is rcnn_zoo's cached copy of the {name!r} weights: delete it (rm {path}) and load them "
+        "again to download it anew"
+    )
 
 
 def build_pretrained(name, strict=False, cache_dir=None, **overrides):
