@@ -261,6 +261,8 @@ def preset_arguments(detector, weights, given):
         ValueError: ``weights`` names no preset of ``detector`` (the message lists them).
         WeightsMismatchError: an override changes the architecture (named in the message).
     """
+    if weights is not None and os.fspath(weights).endswith(".keras") and os.path.isfile(weights):
+        return _keras_file_arguments(detector, os.fspath(weights), given)
     if weights is None or _is_file_argument(weights):
         return dict(given)
     found = find_preset(detector, os.fspath(weights))
@@ -278,6 +280,30 @@ def preset_arguments(detector, weights, given):
         arguments["class_names"] = list(entry["class_names"])
     arguments.update(given)
     return arguments
+
+
+def _keras_file_arguments(detector, path, given):
+    """Constructor arguments of ``detector(weights=path)`` for a ``.keras`` file: the file's own
+    configuration (a model saved with ``model.save`` is its own preset: backbone, anchors,
+    image sizes, class names), then ``given``."""
+    check_weights_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            saved = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
+        raise WeightsFileError(f"cannot read weights file {path}: no readable config.json inside "
+                               f"({type(error).__name__}: {error}); {DAMAGED_ADVICE}", path) from error
+    kind = saved.get("class_name")
+    if kind != detector:
+        raise WeightsMismatchError(f"{path} holds a {kind}, not a {detector}: load it with "
+                                   f"rcnn_zoo.{kind}(weights=...) or rcnn_zoo.inference.load_model")
+    preset = {k: v for k, v in saved.get("config", {}).items()
+              if k not in ("name", "trainable", "dtype", "weights", "backbone_weights", "roi_pooling")
+              and v is not None}
+    _refuse_architecture_changes(detector, path, preset, given)
+    if given.get("num_classes", preset.get("num_classes")) != preset.get("num_classes"):
+        preset.pop("class_names", None)  # a fine-tuning start: other classes
+    return {**preset, **given}
 
 
 def _refuse_architecture_changes(detector, name, preset, given):
@@ -681,6 +707,44 @@ def _is_predictor(variable_path):
 _DAMAGED_FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
+def _file_anchors_per_location(path):
+    """Anchors per location of the RPN saved in a ``.weights.h5`` file (from its objectness
+    layer's bias), or None."""
+    import h5py  # noqa: PLC0415 (a Keras dependency)
+
+    found = []
+
+    def visit(key, item):
+        if isinstance(item, h5py.Dataset) and key.endswith("rpn_head/objectness/vars/1"):
+            found.append(item.shape)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError:
+        return None
+    return int(found[0][0]) if len(found) == 1 and len(found[0]) == 1 else None
+
+
+def _anchor_mismatch(model, path):
+    """The message for a checkpoint whose RPN has another number of anchors per location than
+    ``model`` (the usual reason a weights file does not fit), or None."""
+    generator = getattr(model, "anchor_generator", None)
+    if generator is None or not str(path).endswith(".h5"):
+        return None
+    ours = generator.num_anchors_per_location[0]
+    theirs = _file_anchors_per_location(path)
+    if theirs is None or theirs == ours:
+        return None
+    return (
+        f"{path} has an RPN with {theirs} anchors per location, this {type(model).__name__} has "
+        f"{ours} (anchor_sizes={generator.sizes}, anchor_aspect_ratios={generator.aspect_ratios}): "
+        "build the model with the anchor_sizes and anchor_aspect_ratios the checkpoint was "
+        "trained with (rcnn-zoo train writes them into config.json; a .keras file carries them, "
+        "so FasterRCNN(weights='best.keras') needs no other argument)"
+    )
+
+
 def _keras_load(model, path):
     try:
         model.load_weights(path)
@@ -690,6 +754,9 @@ def _keras_load(model, path):
             f"({type(error).__name__}: {error}); {DAMAGED_ADVICE}", path,
         ) from error
     except (ValueError, KeyError, TypeError) as error:
+        anchors = _anchor_mismatch(model, path)
+        if anchors:
+            raise WeightsMismatchError(anchors) from error
         raise WeightsMismatchError(
             f"{path} does not fit this {type(model).__name__} ({error}). A weights file loads "
             "only into a detector built with the same backbone and layer hyperparameters as the "

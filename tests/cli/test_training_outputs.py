@@ -72,6 +72,14 @@ def test_cli_logs_epoch_means_that_add_up_and_known_step_counts(photos, tmp_path
     # The optimizer took exactly one step per batch (no phantom step at the end of an epoch).
     model = keras.models.load_model(out / "last.keras", compile=True)
     assert int(model.optimizer.iterations.numpy()) == 2 * steps
+    # The CLI-trained file is its own preset: no other argument needed (tiny's CLI anchors
+    # are not the Python default), same detections.
+    again = rcnn_zoo.FasterRCNN(weights=str(out / "last.keras"))
+    assert again.class_names == ["raccoon"] and again.image_min_size == 96
+    image = np.asarray(__import__("PIL.Image").Image.open(os.path.join(photos, "images", "raccoon-1.jpg")))
+    expected, got = model.predict(image[None], verbose=0), again.predict(image[None], verbose=0)
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-4)
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-6)
 
     resumed = run_cli("train", "--output-dir", out, "--resume", "--epochs", "3")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
