@@ -33,7 +33,7 @@ import warnings
 
 from rcnn_zoo.data.loading import FORMATS, default_split, load_dataset
 from rcnn_zoo.data.pipeline import DatasetWarning
-from rcnn_zoo.errors import UsageError
+from rcnn_zoo.errors import UsageError, check_number
 from rcnn_zoo.evaluation import METRICS, evaluate_model, format_ap_table
 from rcnn_zoo.export import INPUT_TYPES as EXPORT_INPUT_TYPES
 from rcnn_zoo.export import export_saved_model
@@ -90,6 +90,7 @@ def _evaluation_data(args, class_names):
 
 
 def _run_evaluate(args):
+    check_number("iou_threshold", args.iou_threshold, above=0, maximum=1)
     if not os.path.isfile(args.model):
         raise UsageError(f"model file not found: {args.model}")
     if args.format == "voc" and args.data is None:
@@ -111,6 +112,7 @@ def _run_evaluate(args):
 
 
 def _run_predict(args):
+    check_number("score_threshold", args.score_threshold, minimum=0, maximum=1)
     if (args.model is None) == (args.weights is None):
         raise UsageError("give exactly one of --model FILE.keras and --weights NAME")
     import warnings  # noqa: PLC0415

@@ -32,7 +32,7 @@ from rcnn_zoo.checkpoints import (
 )
 from rcnn_zoo.data import evaluation_dataset, load_dataset, steps_per_epoch, training_dataset
 from rcnn_zoo.data.loading import default_split
-from rcnn_zoo.errors import UsageError
+from rcnn_zoo.errors import UsageError, check_number
 from rcnn_zoo.evaluation import METRICS, MeanAveragePrecisionCallback
 from rcnn_zoo.inference import load_model
 from rcnn_zoo.models import FasterRCNN
@@ -282,36 +282,6 @@ def read_history(path):
     return rows
 
 
-def _number(name, value, minimum=None, maximum=None, above=None, integer=False):
-    """Check one numeric option; raise :class:`UsageError` naming it and its allowed range."""
-    if value is None:
-        return
-    option = "--" + name.replace("_", "-")
-    kind = "an integer" if integer else "a number"
-    bounds = []
-    if above is not None:
-        bounds.append(f"> {above:g}")
-    if minimum is not None:
-        bounds.append(f"≥ {minimum:g}")
-    if maximum is not None:
-        bounds.append(f"≤ {maximum:g}")
-    wanted = f"{kind} {' and '.join(bounds)}" if bounds else f"a finite {kind[2:] if integer else 'number'}"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    bad = (
-        isinstance(value, bool)
-        or not math.isfinite(number)
-        or (integer and number != int(number))
-        or (above is not None and not number > above)
-        or (minimum is not None and number < minimum)
-        or (maximum is not None and number > maximum)
-    )
-    if bad:
-        raise UsageError(f"{option} must be {wanted}, got {value!r}")
-
-
 def class_summary(dataset, max_listed=20):
     """``Classes found in N images: a (x images, y objects), …``: the classes a training run
     takes from the data, so a misspelt name (a class of one image) is seen before training."""
@@ -332,23 +302,23 @@ def class_summary(dataset, max_listed=20):
 def check_config(config):
     """Refuse option values that cannot train (raise :class:`UsageError` with the allowed range):
     learning rate > 0 and finite, probabilities in [0, 1], sizes > 0, counts ≥ 1."""
-    _number("epochs", config.epochs, minimum=1, integer=True)
-    _number("batch_size", config.batch_size, minimum=1, integer=True)
-    _number("val_every", config.val_every, minimum=1, integer=True)
-    _number("lr", config.lr, above=0)
-    _number("weight_decay", config.weight_decay, minimum=0)
-    _number("warmup_epochs", config.warmup_epochs, minimum=0)
-    _number("flip", config.flip, minimum=0, maximum=1)
-    _number("random_crop", config.random_crop, minimum=0, maximum=1)
-    _number("crop_min_scale", config.crop_min_scale, above=0, maximum=1)
-    _number("zoom_out", config.zoom_out, minimum=1)
-    _number("image_min_size", config.image_min_size, minimum=1, integer=True)
-    _number("image_max_size", config.image_max_size, minimum=1, integer=True)
+    check_number("epochs", config.epochs, minimum=1, integer=True)
+    check_number("batch_size", config.batch_size, minimum=1, integer=True)
+    check_number("val_every", config.val_every, minimum=1, integer=True)
+    check_number("lr", config.lr, above=0)
+    check_number("weight_decay", config.weight_decay, minimum=0)
+    check_number("warmup_epochs", config.warmup_epochs, minimum=0)
+    check_number("flip", config.flip, minimum=0, maximum=1)
+    check_number("random_crop", config.random_crop, minimum=0, maximum=1)
+    check_number("crop_min_scale", config.crop_min_scale, above=0, maximum=1)
+    check_number("zoom_out", config.zoom_out, minimum=1)
+    check_number("image_min_size", config.image_min_size, minimum=1, integer=True)
+    check_number("image_max_size", config.image_max_size, minimum=1, integer=True)
     if config.image_min_size and config.image_max_size and config.image_max_size < config.image_min_size:
         raise UsageError(f"--image-max-size ({config.image_max_size}) must be ≥ --image-min-size "
                          f"({config.image_min_size})")
     for size in config.anchor_sizes or ():
-        _number("anchor_sizes", size, above=0)
+        check_number("anchor_sizes", size, above=0)
     if config.metric not in METRICS:
         raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {config.metric!r}")
     if config.optimizer not in ("adam", "sgd"):
