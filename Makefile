@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STAMP := .installed.stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean asan
 
 install: $(STAMP)
 
@@ -24,3 +24,7 @@ bench: install
 
 clean:
 	rm -rf build *.egg-info $(STAMP) rcnn_zoo/ops/_rcnn_zoo_ops*.so
+
+# AddressSanitizer build of custom_ops/ in a temp dir + the op tests against it (not part of CI).
+asan:
+	PYTHON=$(PYTHON) bash tools/asan_kernels.sh

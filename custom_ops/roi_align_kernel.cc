@@ -111,6 +111,10 @@ void AxisSamples(T start, T bin, int64_t index, int64_t grid, int64_t size,
 }
 
 // out[c] = sum over the bin's samples of the bilinear interpolation of channel c, / count.
+// A neighbour whose weight is 0 (a sample exactly on a row or column, or snapped to the last
+// one) is not read: 0 * inf would turn an infinite feature next to the sample into NaN. So a
+// non-finite feature value reaches exactly the bins that weigh it (w_low = 1 - frac is never
+// 0), and finite sums are unchanged (the skipped terms were exact zeros).
 template <typename T>
 void InterpolateBin(const T* __restrict__ image, int64_t width, int64_t channels,
                     const std::vector<AxisSample<T>>& ys, const std::vector<AxisSample<T>>& xs,
@@ -124,8 +128,17 @@ void InterpolateBin(const T* __restrict__ image, int64_t width, int64_t channels
       const T* p2 = image + (y.low * width + x.high) * channels;
       const T* p3 = image + (y.high * width + x.low) * channels;
       const T* p4 = image + (y.high * width + x.high) * channels;
-      for (int64_t c = 0; c < channels; ++c) {
-        out[c] += w1 * p1[c] + w2 * p2[c] + w3 * p3[c] + w4 * p4[c];
+      const bool read_y_high = y.w_high != T(0), read_x_high = x.w_high != T(0);
+      if (read_y_high && read_x_high) {
+        for (int64_t c = 0; c < channels; ++c) {
+          out[c] += w1 * p1[c] + w2 * p2[c] + w3 * p3[c] + w4 * p4[c];
+        }
+      } else if (read_y_high) {
+        for (int64_t c = 0; c < channels; ++c) out[c] += w1 * p1[c] + w3 * p3[c];
+      } else if (read_x_high) {
+        for (int64_t c = 0; c < channels; ++c) out[c] += w1 * p1[c] + w2 * p2[c];
+      } else {
+        for (int64_t c = 0; c < channels; ++c) out[c] += w1 * p1[c];
       }
     }
   }

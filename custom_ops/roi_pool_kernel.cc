@@ -5,8 +5,10 @@
 //   roi_w = max(end_w - start_w + 1, 1), bin_w = roi_w / pw computed in T (as the Caffe layer
 //   does in its Dtype; this decides the bin edges, e.g. 7 * (29 / 7) is 29 in float, 30 in
 //   double), bin j covers columns [floor(j * bin_w), ceil((j + 1) * bin_w)) + start_w clipped
-//   to [0, W); likewise rows. Output = max over the bin (0 for an empty bin).
-// Ties: the first maximum in row-major scan order (h, then w) wins, and receives the gradient.
+//   to [0, W); likewise rows. Output = max over the bin (0 for an empty bin), NaN if the bin
+//   holds a NaN (non-finite features reach only the bins that contain them).
+// Ties: the first maximum in row-major scan order (h, then w) wins, and receives the gradient;
+// in a bin holding NaNs that is the first NaN.
 
 #include <atomic>
 #include <limits>
@@ -75,12 +77,16 @@ void MaxPoolBin(const T* __restrict__ image, int64_t width, int64_t channels, co
     for (int64_t w = (h == bin.h0 ? bin.w0 + 1 : bin.w0); w < bin.w1; ++w) {
       const int32_t pos = static_cast<int32_t>(h * width + w);
       const T* cell = image + static_cast<int64_t>(pos) * channels;
-      // Branch-free update (a select and a bit mask) so that GCC vectorises the loop.
+      // Branch-free update (a select and a bit mask) so that GCC vectorises the loop. A NaN
+      // beats every number and no NaN beats another, so a bin holding a NaN yields NaN (as
+      // np.max / tf.reduce_max do) with its gradient at the first NaN in scan order, whatever
+      // cell the scan starts from.
       for (int64_t c = 0; c < channels; ++c) {
         const T value = cell[c], best = out[c];
-        const int32_t greater_mask = -static_cast<int32_t>(value > best);
-        out[c] = best < value ? value : best;
-        argmax[c] ^= (argmax[c] ^ pos) & greater_mask;
+        const bool take = (value > best) | ((value != value) & (best == best));
+        const int32_t take_mask = -static_cast<int32_t>(take);
+        out[c] = take ? value : best;
+        argmax[c] ^= (argmax[c] ^ pos) & take_mask;
       }
     }
   }

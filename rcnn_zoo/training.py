@@ -379,6 +379,10 @@ def train(config, callbacks=None):
                                config.val_images, class_names=train_set.class_names)
     if sum(len(r.labels) for r in train_set.records) == 0:
         raise UsageError(f"the training set {train_set.source} has no objects")
+    if val_set is not None and sum(len(r.labels) for r in val_set.records) == 0:
+        # mAP is undefined without objects: every epoch would log val_mAP nan, no best.keras.
+        raise UsageError(f"the validation set {val_set.source} has no objects of the training "
+                         f"classes ({', '.join(train_set.class_names[:5])}); val mAP needs some")
     print(class_summary(train_set))
 
     os.makedirs(out, exist_ok=True)

@@ -31,6 +31,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
+import re
 import warnings
 
 import numpy as np
@@ -51,6 +52,8 @@ DEFAULT_JITTER = {"brightness": 32.0 / 255.0, "contrast": 0.5, "saturation": 0.5
 
 # Formats that ``tf.io.decode_image`` decodes (PIL's names; MPO is a multi-picture JPEG).
 _DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
+# First bytes of those formats: a file that starts like one but cannot be read is damaged.
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 
 
 class DatasetError(ValueError):
@@ -65,21 +68,36 @@ class DatasetWarning(UserWarning):
 MISSING_FILE = "missing file"
 UNREADABLE_IMAGE = "unreadable image"
 MALFORMED_ANNOTATION = "malformed annotation"
+DUPLICATE_IMAGE = "duplicate image (only the first kept)"
 BOX_OUTSIDE = "box wholly outside the image"
 EMPTY_BOX = "zero-area or inverted box"
+NON_FINITE_BOX = "box with NaN or infinite coordinates"
 UNKNOWN_CLASS = "unknown class"
 BOX_CLIPPED = "box partly outside the image (clipped, kept)"
 SIZE_MISMATCH = "annotated size differs from the image (image size used, kept)"
 _KEPT_PROBLEMS = (BOX_CLIPPED, SIZE_MISMATCH)
-_IMAGE_LEVEL_PROBLEMS = (MISSING_FILE, UNREADABLE_IMAGE, MALFORMED_ANNOTATION)
+_IMAGE_LEVEL_PROBLEMS = (MISSING_FILE, UNREADABLE_IMAGE, MALFORMED_ANNOTATION, DUPLICATE_IMAGE, SIZE_MISMATCH)
+
+# Why an image file cannot be used (the start of an UnreadableImageError's message).
+EMPTY_IMAGE_FILE = "empty file (0 bytes)"
+NOT_AN_IMAGE = "not an image (its contents are in no image format)"
+DAMAGED_IMAGE = "truncated or damaged image data"
+
+
+class UnreadableImageError(OSError):
+    """:func:`check_image`: the file exists but cannot be used as an image; the message says
+    why in words (empty, not an image, truncated or damaged, a format TensorFlow cannot
+    decode) and does not repeat the path (the reader's report names the file)."""
 
 
 class ProblemLog:
     """Collects what a reader skipped or changed, then gives one summary warning.
 
-    ``report(kind, file, detail)`` raises :class:`DatasetError` naming the file when ``strict``;
-    otherwise it records ``"file: detail"`` under ``kind``. ``warn()`` emits one
-    :class:`DatasetWarning` with the count per kind and the first few files of each.
+    ``report(kind, file, detail, unit)`` raises :class:`DatasetError` naming the file when
+    ``strict``; otherwise it records ``"file: detail"`` under ``kind``. ``warn()`` emits one
+    :class:`DatasetWarning` with the count per kind and the first few files of each. ``unit``
+    (``"image"``, ``"object"``) says what one report of the kind counts; by default images for
+    the image-level kinds (the image is skipped), objects for the others.
     """
 
     def __init__(self, source, strict=False, max_listed=3):
@@ -87,12 +105,15 @@ class ProblemLog:
         self.strict = strict
         self.max_listed = max_listed
         self.items = {}
+        self.units = {}
 
-    def report(self, kind, file, detail=""):
+    def report(self, kind, file, detail="", unit=None):
         entry = f"{file}: {detail}" if detail else str(file)
         if self.strict:
             raise DatasetError(f"{kind}: {entry}")
         self.items.setdefault(kind, []).append(entry)
+        unit = unit or ("image" if kind in _IMAGE_LEVEL_PROBLEMS else "object")
+        self.units.setdefault(kind, set()).add(unit)
 
     def summary(self):
         """The warning's text: a head line, then one line per problem kind with its count and
@@ -102,7 +123,8 @@ class ProblemLog:
             listed = "; ".join(entries[: self.max_listed])
             extra = len(entries) - self.max_listed
             more = f"; … {extra} more" if extra > 0 else ""
-            unit = "image(s)" if kind in _IMAGE_LEVEL_PROBLEMS else "object(s)"
+            units = self.units.get(kind) or {"image" if kind in _IMAGE_LEVEL_PROBLEMS else "object"}
+            unit = f"{next(iter(units))}(s)" if len(units) == 1 else "item(s)"
             lines.append(f"  {kind}: {len(entries)} {unit}: {listed}{more}")
         skipped = sum(len(v) for k, v in self.items.items() if k not in _KEPT_PROBLEMS)
         head = f"{self.source}: skipped {skipped} item(s) of bad data (strict=True raises on the first instead):"
@@ -111,6 +133,14 @@ class ProblemLog:
     def warn(self, stacklevel=3):
         if self.items:
             warnings.warn(self.summary(), DatasetWarning, stacklevel=stacklevel)
+
+
+def problem_text(error):
+    """An exception of :func:`check_image` (or a reader) as the detail of a report: the message
+    of an :class:`UnreadableImageError`, else ``"TypeName: message"``."""
+    if isinstance(error, UnreadableImageError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 @dataclasses.dataclass
@@ -239,13 +269,15 @@ class DetectionDataset:
 
 
 def check_image(path, check="header"):
-    """``(height, width)`` of an image file, or raise ``FileNotFoundError`` / ``OSError``.
+    """``(height, width)`` of an image file, or raise ``FileNotFoundError`` (no such file) or
+    :class:`UnreadableImageError` (an ``OSError`` saying why the file cannot be used: empty,
+    not an image, truncated or damaged, a format ``tf.io.decode_image`` cannot decode).
 
     ``check``: ``"header"`` opens the file and reads its size (fast; a truncated file passes),
-    ``"decode"`` also decodes every pixel, ``"none"`` only checks that the file exists and
-    returns None.
+    ``"decode"`` also decodes every pixel, with PIL and with ``tf.io.decode_image`` (what the
+    input pipeline uses), ``"none"`` only checks that the file exists and returns None.
     """
-    from PIL import Image  # noqa: PLC0415  (only the readers need PIL)
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415  (only the readers need PIL)
 
     if check == "none":
         if not os.path.isfile(path):
@@ -253,13 +285,61 @@ def check_image(path, check="header"):
         return None
     if check not in ("header", "decode"):
         raise ValueError(f"check_images must be 'header', 'decode' or 'none', got {check!r}")
-    with Image.open(path) as image:
-        if image.format not in _DECODABLE_FORMATS:
-            raise OSError(f"format {image.format} is not decodable by tf.io.decode_image")
-        width, height = image.size
-        if check == "decode":
-            image.load()
+    if os.path.isdir(path):
+        raise UnreadableImageError("a folder, not an image file")
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableImageError(f"cannot open the file ({error.strerror or error})") from error
+    with handle:
+        head = handle.read(16)
+        if not head:
+            raise UnreadableImageError(EMPTY_IMAGE_FILE)
+        handle.seek(0)
+        try:
+            with Image.open(handle) as image:
+                image_format = image.format
+                width, height = image.size
+                if check == "decode" and image_format in _DECODABLE_FORMATS:
+                    image.load()
+        except UnidentifiedImageError as error:
+            if head.startswith(_IMAGE_SIGNATURES):  # starts like an image: a damaged one
+                raise UnreadableImageError(f"{DAMAGED_IMAGE} (its header cannot be read)") from error
+            raise UnreadableImageError(NOT_AN_IMAGE) from error
+        except Image.DecompressionBombError as error:
+            raise UnreadableImageError(f"too large to decode safely ({error})") from error
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, EOFError, zlib.error, …
+            raise UnreadableImageError(f"{DAMAGED_IMAGE} ({str(error) or type(error).__name__})") from error
+    if image_format not in _DECODABLE_FORMATS:
+        raise UnreadableImageError(f"a {image_format} image, which tf.io.decode_image cannot decode "
+                                   "(convert it to JPEG or PNG)")
+    if not width or not height:
+        raise UnreadableImageError(f"{DAMAGED_IMAGE} (size {width}x{height})")
+    if check == "decode":
+        _check_tensorflow_decodes(path, height, width)
     return height, width
+
+
+def _check_tensorflow_decodes(path, height, width):
+    """Decode ``path`` as the input pipeline will (``tf.io.decode_image``): PIL accepts files
+    that TensorFlow refuses (a PNG cut short before its end chunk), which would otherwise stop
+    training or evaluation half-way with a TensorFlow traceback."""
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as error:
+        message = getattr(error, "message", None) or str(error)
+        message = re.sub(r"\{\{[^}]*\}\}\s*", "", message)
+        message = re.sub(r"\s*\[Op:\w+\].*", "", message, flags=re.S).strip().splitlines()
+        reason = message[0] if message else type(error).__name__
+        raise UnreadableImageError(f"{DAMAGED_IMAGE} (TensorFlow cannot decode it: {reason})") from error
+    decoded = tuple(int(v) for v in image.shape[:2])
+    if decoded != (height, width):
+        raise UnreadableImageError(
+            f"{DAMAGED_IMAGE} (TensorFlow decodes it as {decoded[1]}x{decoded[0]}, its header says "
+            f"{width}x{height})"
+        )
 
 
 def check_images(paths, check="header", num_threads=8):
@@ -279,8 +359,8 @@ def check_images(paths, check="header", num_threads=8):
 
 
 def sanitize_boxes(boxes, height, width, problems, file, names=None, indices=None, shown=None):
-    """Clip boxes partly outside ``[0, width] × [0, height]``; find wholly-outside, zero-area
-    and inverted ones. Returns a bool ``[n]`` mask of boxes to keep (clipping in place).
+    """Clip boxes partly outside ``[0, width] × [0, height]``; find wholly-outside, zero-area,
+    inverted and non-finite (NaN, inf) ones. Returns a bool ``[n]`` mask of boxes to keep (clipping in place).
 
     ``file`` names the source in messages: one for all boxes (messages then say "object i"),
     or a list with one entry per box. Optional, per box: ``names`` (class names), ``indices``
@@ -297,7 +377,10 @@ def sanitize_boxes(boxes, height, width, problems, file, names=None, indices=Non
             text += f"{names[i]!r} "
         original = box if shown is None else shown[i]
         text += f"box {[round(float(v), 2) for v in original]}"
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            problems.report(NON_FINITE_BOX, where, text)
+            keep[i] = False
+        elif x2 <= x1 or y2 <= y1:
             problems.report(EMPTY_BOX, where, text)
             keep[i] = False
         elif x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:

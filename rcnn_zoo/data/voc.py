@@ -19,12 +19,14 @@ py-faster-rcnn's internal boxes are 0-based inclusive ``(xmin − 1, ymin − 1,
 ymax − 1)``; ours differ from them by ``+1`` on ``x2, y2`` only.
 """
 
+import math
 import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
 from rcnn_zoo.data.pipeline import (
+    DUPLICATE_IMAGE,
     MALFORMED_ANNOTATION,
     MISSING_FILE,
     SIZE_MISMATCH,
@@ -34,6 +36,7 @@ from rcnn_zoo.data.pipeline import (
     DetectionRecord,
     ProblemLog,
     check_image,
+    problem_text,
     sanitize_boxes,
 )
 from rcnn_zoo.data.pipeline import check_images as _check_images
@@ -82,6 +85,14 @@ def _text(element, path):
     return found.text.strip()
 
 
+def _integer(text, what):
+    """``int(float(text))``, with ``nan``/``inf`` (OverflowError in ``int``) a ValueError."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"<{what}> is {text!r}, not a finite number")
+    return int(value)
+
+
 def parse_voc_xml(path):
     """Parse one VOC XML file.
 
@@ -98,7 +109,7 @@ def parse_voc_xml(path):
     size = root.find("size")
     if size is not None:
         try:
-            width, height = int(float(_text(size, "width"))), int(float(_text(size, "height")))
+            width, height = _integer(_text(size, "width"), "width"), _integer(_text(size, "height"), "height")
         except ValueError:
             width = height = None
         if not width or not height or width < 0 or height < 0:
@@ -112,7 +123,7 @@ def parse_voc_xml(path):
                 raise ValueError("missing <bndbox>")
             coords = tuple(float(_text(box, k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             difficult = obj.findtext("difficult")
-            difficult = bool(int(float(difficult))) if difficult and difficult.strip() else False
+            difficult = bool(_integer(difficult, "difficult")) if difficult and difficult.strip() else False
         except ValueError as error:
             raise ValueError(f"object {i}: {error}") from None
         objects.append({"name": name, "box": coords, "difficult": difficult})
@@ -142,9 +153,13 @@ def _find_image(image_dir, stem, filename):
 
 
 def _read_split(path):
-    with open(path, encoding="utf-8") as f:
-        # Main/<split>.txt has one stem per line; Main/<class>_<split>.txt has "stem  ±1".
-        return [line.split()[0] for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            # Main/<split>.txt has one stem per line; Main/<class>_<split>.txt has "stem  ±1".
+            return [line.split()[0] for line in f if line.strip()]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"split file {path} is not a text file of image names ({error.reason} at "
+                         f"byte {error.start})") from None
 
 
 def read_voc(
@@ -180,10 +195,13 @@ def read_voc(
     Returns:
         :class:`DetectionDataset`. Boxes are continuous 0-based pixels (``xmin − 1, ymin − 1,
         xmax, ymax``); boxes partly outside the image are clipped, wholly outside, zero-area or
-        inverted ones and unknown classes dropped; images that are missing or unreadable and
-        XMLs that are missing or malformed drop the image. All of it is reported in one
-        :class:`DatasetWarning` (and in ``dataset.problems``). Nothing else is dropped: images
-        without objects are kept.
+        inverted ones, boxes with NaN or infinite coordinates and unknown classes dropped;
+        images that are missing or unreadable and XMLs that are missing or malformed drop the
+        image. Each image is read once: a stem listed again in the split, or an XML whose
+        ``<filename>`` leads to an image that an earlier XML already annotates, is skipped
+        (``"duplicate image"``). All of it is reported in one :class:`DatasetWarning` (and in
+        ``dataset.problems``). Nothing else is dropped: images without objects (or whose boxes
+        were all dropped) are kept.
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
@@ -213,7 +231,9 @@ def read_voc(
             split_path = os.path.join(base, f"{split}.txt")
         elif not os.path.isfile(split_path) and not os.path.isabs(split_path):
             in_dataset = os.path.join(base, split_path)  # "test.txt": the dataset's own file
-            split_path = in_dataset if os.path.isfile(in_dataset) else split_path
+            if not os.path.isfile(in_dataset):
+                raise FileNotFoundError(f"split file not found: {split_path} (nor {in_dataset})")
+            split_path = in_dataset
         if not os.path.isfile(split_path):
             raise FileNotFoundError(f"split file not found: {split_path}")
         stems = _read_split(split_path)
@@ -225,18 +245,39 @@ def read_voc(
     problems = ProblemLog(f"read_voc({root!r}, split={split_desc})", strict=strict)
 
     # Parse every XML first: the class list may come from the data.
+    # An image is read once: a stem listed again, or a second XML whose <filename> leads to an
+    # image another XML already annotates, is reported and skipped (training on it twice, or on
+    # two different sets of boxes for one photo, is never what was meant; an evaluation would
+    # count its objects twice).
     parsed = []
+    seen_stems, seen_images = set(), {}
+    where_listed = split_path if split is not None else annotation_dir
     for stem in stems:
+        if stem in seen_stems:
+            problems.report(DUPLICATE_IMAGE, where_listed, f"{stem!r} is listed again")
+            continue
+        seen_stems.add(stem)
         xml_path = os.path.join(annotation_dir, stem + ".xml")
         if not os.path.isfile(xml_path):
             problems.report(MISSING_FILE, xml_path, "annotation file not found")
             continue
         try:
             annotation = parse_voc_xml(xml_path)
-        except (ET.ParseError, ValueError) as error:
-            problems.report(MALFORMED_ANNOTATION, xml_path, str(error))
+        except ET.ParseError as error:
+            empty = os.path.getsize(xml_path) == 0
+            problems.report(MALFORMED_ANNOTATION, xml_path,
+                            "empty file (0 bytes)" if empty else f"not well-formed XML ({error})")
+            continue
+        except (ValueError, OSError) as error:
+            problems.report(MALFORMED_ANNOTATION, xml_path, str(error) or type(error).__name__)
             continue
         image_path = _find_image(image_dir, stem, annotation["filename"])
+        same = os.path.normcase(os.path.realpath(image_path))
+        if same in seen_images:
+            problems.report(DUPLICATE_IMAGE, xml_path,
+                            f"its image {image_path} is already annotated by {seen_images[same]}")
+            continue
+        seen_images[same] = xml_path
         parsed.append((stem, xml_path, image_path, annotation))
 
     if class_names is None:
@@ -251,16 +292,18 @@ def read_voc(
             problems.report(MISSING_FILE, image_path, "image file not found")
             continue
         if isinstance(size, Exception):
-            problems.report(UNREADABLE_IMAGE, image_path, f"{type(size).__name__}: {size}")
+            problems.report(UNREADABLE_IMAGE, image_path, problem_text(size))
             continue
         xml_size = (annotation["height"], annotation["width"])
         if size is None:  # check_images="none": trust the XML, or read the header if it has none
             if xml_size[0] is None:
                 try:
                     size = check_image(image_path, "header")
+                except FileNotFoundError:
+                    problems.report(MISSING_FILE, image_path, "image file not found")
+                    continue
                 except Exception as error:
-                    reason = f"{type(error).__name__}: {error}"
-                    problems.report(UNREADABLE_IMAGE, image_path, reason)
+                    problems.report(UNREADABLE_IMAGE, image_path, problem_text(error))
                     continue
             else:
                 size = xml_size

@@ -29,6 +29,24 @@ def _per_level(values, num_levels, name):
     return tuple(tuple(float(v) for v in level) for level in values)
 
 
+def _positive_strides(strides):
+    """Strides as Python ints, each a whole number ``>= 1``."""
+    values = tuple(strides)
+    for s in values:
+        if isinstance(s, bool) or not np.isfinite(float(s)) or s < 1 or float(s) != int(s):
+            raise ValueError(f"`strides` must be positive integers, got {strides!r}.")
+    return tuple(int(s) for s in values)
+
+
+def _check_positive(levels, name, given):
+    """Anchor sizes and aspect ratios must be finite and ``> 0``: a 0 size (or ratio) gives
+    zero-area (or NaN / infinite) anchors, from which no proposal can ever be decoded."""
+    for level in levels:
+        for v in level:
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"`{name}` must be finite and > 0, got {given!r}.")
+
+
 def _py_faster_rcnn_cell_anchors(stride, sizes, aspect_ratios):
     """py-faster-rcnn's ``generate_anchors`` with ``base_size = stride``, ``scales = sizes/stride``.
 
@@ -138,7 +156,12 @@ class AnchorGenerator(keras.layers.Layer):
 
     Returns:
         float32 anchors ``[H·W·A, 4]`` for a single input, or a list of them (one per level) for
-        a list input. :func:`concat_levels` joins levels.
+        a list input. :func:`concat_levels` joins levels. An empty feature map (``H`` or ``W``
+        0) has no anchors, ``[0, 4]``.
+
+    Raises:
+        ValueError: a size or aspect ratio that is not finite and ``> 0``, a stride that is not
+            a positive integer, or a combination whose anchors overflow float32.
     """
 
     def __init__(
@@ -165,17 +188,28 @@ class AnchorGenerator(keras.layers.Layer):
             raise ValueError(f"`stride_rule` must be one of {STRIDE_RULES}, got {stride_rule!r}.")
         self.stride_rule = stride_rule
 
-        strides = tuple(int(s) for s in strides)
+        strides = _positive_strides(strides)
         level_sizes = _per_level(sizes, len(strides), "sizes")
         level_ratios = _per_level(aspect_ratios, len(strides), "aspect_ratios")
+        _check_positive(level_sizes, "sizes", sizes)
+        _check_positive(level_ratios, "aspect_ratios", aspect_ratios)
+        if not np.isfinite(float(offset)):
+            raise ValueError(f"`offset` must be finite, got {offset!r}.")
         self._cell_anchors = []
         for stride, lsizes, lratios in zip(strides, level_sizes, level_ratios):
-            if convention == "py-faster-rcnn":
-                cell = _py_faster_rcnn_cell_anchors(stride, lsizes, lratios)
-            elif convention == "torchvision":
-                cell = _torchvision_cell_anchors(lsizes, lratios)
-            else:
-                cell = _detectron2_cell_anchors(lsizes, lratios)
+            # An overflow is reported below, as an error rather than NumPy warnings.
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                if convention == "py-faster-rcnn":
+                    cell = _py_faster_rcnn_cell_anchors(stride, lsizes, lratios)
+                elif convention == "torchvision":
+                    cell = _torchvision_cell_anchors(lsizes, lratios)
+                else:
+                    cell = _detectron2_cell_anchors(lsizes, lratios)
+            if not np.all(np.isfinite(cell)):
+                raise ValueError(
+                    f"`sizes` {lsizes} and `aspect_ratios` {lratios} give anchors that overflow "
+                    f"float32 (stride {stride}); use a less extreme aspect ratio or size."
+                )
             self._cell_anchors.append(cell)
         self._level_strides = strides
 
@@ -200,9 +234,18 @@ class AnchorGenerator(keras.layers.Layer):
             stride = float(self._level_strides[level])
             return stride, stride
         image_shape = tf.cast(image_shape, tf.int32)
-        stride_y = image_shape[0] // tf.cast(height, tf.int32)
-        stride_x = image_shape[1] // tf.cast(width, tf.int32)
-        return tf.cast(stride_y, tf.float32), tf.cast(stride_x, tf.float32)
+        # An empty grid has no cells to space (and must not divide by zero).
+        stride_y = image_shape[0] // tf.maximum(tf.cast(height, tf.int32), 1)
+        stride_x = image_shape[1] // tf.maximum(tf.cast(width, tf.int32), 1)
+        check = tf.debugging.Assert(
+            (stride_y >= 1) & (stride_x >= 1),
+            ["AnchorGenerator(stride_rule='image_over_grid'): image_shape must be at least the "
+             "feature-map size (image_size // grid_size >= 1); got image_shape =", image_shape,
+             "and grid (height, width) =", tf.stack([tf.cast(height, tf.int32),
+                                                     tf.cast(width, tf.int32)])],
+        )
+        with tf.control_dependencies([check]):
+            return tf.cast(stride_y, tf.float32), tf.cast(stride_x, tf.float32)
 
     def _level_anchors(self, level, height, width, image_shape=None):
         stride_y, stride_x = self._cell_spacing(level, height, width, image_shape)

@@ -77,6 +77,12 @@ class ProposalLayer(keras.layers.Layer):
         ``"boxes"``: ``[B, P, 4]`` float32 proposals, sorted by descending score; padded rows
         are ``[0, 0, 0, 0]``. ``"scores"``: ``[B, P]`` float32 objectness probability, 0 in
         padded rows. ``"num_valid"``: ``[B]`` int32 number of real proposals per image.
+
+    Hostile inputs: a NaN objectness, or a box that decodes to NaN (NaN delta or anchor), drops
+    that candidate; infinite deltas give boxes clipped to the image (``dw``/``dh`` are clamped
+    first); ``N = 0`` anchors give no proposals. Every returned box is finite and inside the
+    image, every score finite. ``image_shape`` values must be finite and positive, else an
+    ``InvalidArgumentError`` naming ``image_shape`` is raised.
     """
 
     def __init__(
@@ -123,6 +129,17 @@ class ProposalLayer(keras.layers.Layer):
         if image_shape.shape.rank == 1:
             image_shape = image_shape[None, :]
         image_shape = tf.broadcast_to(image_shape, [batch_size, columns])
+        # Proposals are clipped to [0, width] x [0, height]: a NaN, infinite, zero or negative
+        # size (or scale) would let NaN, unclipped or outside boxes through, so it is an error.
+        sizes_ok = tf.reduce_all(tf.math.is_finite(image_shape) & (image_shape > 0))
+        check = tf.debugging.Assert(
+            sizes_ok,
+            ["ProposalLayer: image_shape must hold finite, positive (height, width[, scale]) "
+             "values; got image_shape =", image_shape],
+            summarize=12,
+        )
+        with tf.control_dependencies([check]):
+            image_shape = tf.identity(image_shape)
         height, width = image_shape[:, 0:1], image_shape[:, 1:2]
         min_size = tf.fill([batch_size, 1], float(self.min_size))
         if columns == 3 and MIN_SIZE_RULES[self.min_size_rule][2]:
@@ -139,11 +156,20 @@ class ProposalLayer(keras.layers.Layer):
             eps = 1e-7
             p = tf.clip_by_value(objectness, eps, 1.0 - eps)
             objectness = tf.math.log(p) - tf.math.log1p(-p)
+        # A NaN score is no score: -inf drops the candidate (top_k would rank NaN first and let
+        # it take a pre-NMS slot).
+        objectness = tf.where(tf.math.is_nan(objectness), float("-inf"), objectness)
         deltas = tf.cast(deltas, tf.float32)
         anchors = tf.cast(anchors, tf.float32)
 
         proposals = box_ops.decode(deltas, anchors[None], weights=self.box_weights)
         proposals = box_ops.clip_to_image(proposals, height, width)
+        # Clipping to a finite image leaves only NaN (from a NaN delta or anchor, or inf · 0 on
+        # a zero-size anchor): such a box is dropped, and zeroed so that no NaN coordinate
+        # reaches NMS or the output.
+        finite = tf.reduce_all(tf.math.is_finite(proposals), axis=-1)
+        objectness = tf.where(finite, objectness, float("-inf"))
+        proposals = tf.where(finite[..., None], proposals, 0.0)
         before_top_n, strict, _ = MIN_SIZE_RULES[self.min_size_rule]
         if before_top_n:
             # Too-small boxes sink below every real box; NMS never keeps a -inf score.

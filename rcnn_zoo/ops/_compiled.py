@@ -10,6 +10,10 @@ image pixels onto the feature map (e.g. 1/16).
 
 The scale is passed to the kernels as a scalar tensor of the features' dtype (TensorFlow has no
 float64 attributes), so float64 calls use the exact Python value, as the pure-TF ops do.
+
+The library is found and loaded by ``_loader``: the ``_rcnn_zoo_ops*.so`` next to this file, or
+the one that the environment variable ``RCNN_ZOO_OPS_LIBRARY=/path/to/lib.so`` names (e.g. an
+AddressSanitizer build, see ``tools/asan_kernels.sh``).
 """
 
 import tensorflow as tf

@@ -4,6 +4,11 @@ The shared library ``_rcnn_zoo_ops*.so`` is built by ``pip install`` (see ``setu
 this file. Loading is lazy so that importing rcnn_zoo never fails: if the library is missing, was
 built for another TensorFlow, or ``RCNN_ZOO_FORCE_FALLBACK=1`` is set, every op uses its pure
 TensorFlow implementation, and one warning says why.
+
+``RCNN_ZOO_OPS_LIBRARY=/path/to/lib.so`` loads that library instead of the one next to this file
+(``tools/asan_kernels.sh`` uses it to test an AddressSanitizer build of the kernels without
+touching the installed one). If that file does not exist the fallback is used, with a warning
+naming the path.
 """
 
 import contextlib
@@ -15,6 +20,7 @@ import warnings
 import tensorflow as tf
 
 FORCE_FALLBACK_ENV = "RCNN_ZOO_FORCE_FALLBACK"
+LIBRARY_ENV = "RCNN_ZOO_OPS_LIBRARY"
 _LIBRARY_GLOB = "_rcnn_zoo_ops*.so"
 
 _lock = threading.Lock()
@@ -27,7 +33,11 @@ def _env_forces_fallback():
 
 
 def library_path():
-    """Path of the compiled op library next to this file, or None if it was not built."""
+    """Path of the compiled op library: ``$RCNN_ZOO_OPS_LIBRARY`` if set, else the one next to
+    this file, or None if it was not built."""
+    override = os.environ.get(LIBRARY_ENV, "").strip()
+    if override:
+        return override
     here = os.path.dirname(os.path.abspath(__file__))
     candidates = sorted(glob.glob(os.path.join(here, _LIBRARY_GLOB)))
     return candidates[0] if candidates else None
@@ -47,6 +57,9 @@ def _load():
                 "the compiled op library was not found (install with "
                 "`pip install --no-build-isolation -e .` to build it)"
             )
+            return
+        if not os.path.isfile(path):
+            _state["reason"] = f"{LIBRARY_ENV}={path} is not a file"
             return
         try:
             _state["module"] = tf.load_op_library(path)

@@ -17,9 +17,18 @@ import tensorflow as tf
 
 
 def _group_offsets(boxes, groups):
-    """Shift boxes of different groups apart so that no two groups overlap (torchvision trick)."""
-    low = tf.reduce_min(boxes)
-    high = tf.reduce_max(boxes)
+    """Shift boxes of different groups apart so that no two groups overlap (torchvision trick).
+
+    The extent is measured over finite coordinates only: one NaN or infinite box (which the
+    caller should give a ``-inf`` score) would otherwise make every shifted box NaN, and then
+    nothing suppresses anything. With no finite coordinate at all (or no box) nothing moves.
+    """
+    finite = tf.math.is_finite(boxes)
+    low = tf.reduce_min(tf.where(finite, boxes, tf.constant(float("inf"), boxes.dtype)))
+    high = tf.reduce_max(tf.where(finite, boxes, tf.constant(float("-inf"), boxes.dtype)))
+    some = low <= high
+    low = tf.where(some, low, tf.zeros_like(low))
+    high = tf.where(some, high, tf.zeros_like(high))
     # Translate to start at 0 first: keeps offsets (and float32 rounding) as small as possible.
     span = tf.maximum(high - low, 0.0) + 1.0
     offsets = tf.cast(groups, boxes.dtype) * span
@@ -94,9 +103,13 @@ def gather_padded(values, indices, num_valid, pad_value=0):
     """Gather ``values [B, M, ...]`` at ``indices [B, K]``, padding rows past ``num_valid``.
 
     Rows ``k >= num_valid[b]`` are set to ``pad_value``. Returns ``[B, K, ...]``, e.g. the kept
-    boxes ``[B, K, 4]`` with zero boxes as padding.
+    boxes ``[B, K, 4]`` with zero boxes as padding. ``M`` may be 0 (every row is padding).
     """
     values = tf.convert_to_tensor(values)
+    # One extra row of padding, so that the 0 indices of padded rows exist even when M = 0
+    # (tf.gather fails on an out-of-range index on CPU).
+    padding = [[0, 0], [0, 1]] + [[0, 0]] * (len(values.shape) - 2)
+    values = tf.pad(values, padding, constant_values=tf.cast(pad_value, values.dtype))
     gathered = tf.gather(values, indices, batch_dims=1)
     mask = valid_mask(num_valid, indices.shape[1] or tf.shape(indices)[1])
     # Broadcast the [B, K] mask over the trailing value dimensions.

@@ -6,7 +6,8 @@ For RoI ``(b, x1, y1, x2, y2)``: ``x1' = round(x1)·s``, ``y1' = round(y1)·s``,
 0.1)`` (likewise ``roi_h``). Bin ``(i, j)`` of a ``k × k`` grid covers rows
 ``floor(i·roi_h/k + y1') … ceil((i+1)·roi_h/k + y1') − 1`` clipped to ``[0, H]`` (likewise
 columns), and output channel ``d`` of that bin is the average of input channel
-``(d·k + i)·k + j`` over the bin (0 if the bin is empty).
+``(d·k + i)·k + j`` over the bin (0 if the bin is empty). A NaN or ±inf feature reaches only
+the bins that hold it (as a direct sum: NaN for a NaN or both infinities, else ±inf).
 
 The pure-TF fallback reads every bin sum from a summed-area table (four gathers per output), so
 its cost does not depend on RoI sizes. The table is accumulated in float64, which keeps float32
@@ -88,11 +89,6 @@ def _forward(features, rois, group_size, output_dim, scale):
     hs, he = _bins(y1, tf.maximum(y2 - y1, tenth), k, tf.cast(height, tf.int32))
     ws, we = _bins(x1, tf.maximum(x2 - x1, tenth), k, tf.cast(width, tf.int32))
 
-    # Summed-area table with a zero first row and column: [N, H+1, W+1, C] in float64.
-    table = tf.cumsum(tf.cumsum(tf.cast(features, tf.float64), axis=1), axis=2)
-    table = tf.pad(table, [[0, 0], [1, 0], [1, 0], [0, 0]])
-    table = tf.reshape(table, [-1])
-
     batch = tf.cast(rois[:, 0], tf.int64)[:, None, None, None]
     hs, he = (tf.cast(t, tf.int64)[:, :, None, None] for t in (hs, he))  # [K, k, 1, 1]
     ws, we = (tf.cast(t, tf.int64)[:, None, :, None] for t in (ws, we))  # [K, 1, k, 1]
@@ -101,13 +97,48 @@ def _forward(features, rois, group_size, output_dim, scale):
     i = tf.range(k)
     channel = (d[None, None, :] * k + i[:, None, None]) * k + i[None, :, None]  # [k, k, D]
 
-    def corner(h, w):
-        return tf.gather(table, ((batch * (height + 1) + h) * (width + 1) + w) * channels + channel)
+    def bin_sums(values):
+        """``[K, k, k, D]`` float64 sum of ``values`` over every bin, from a summed-area table
+        with a zero first row and column (``[N, H+1, W+1, C]``)."""
+        table = tf.cumsum(tf.cumsum(tf.cast(values, tf.float64), axis=1), axis=2)
+        table = tf.reshape(tf.pad(table, [[0, 0], [1, 0], [1, 0], [0, 0]]), [-1])
 
-    total = corner(he, we) - corner(hs, we) - corner(he, ws) + corner(hs, ws)
+        def corner(h, w):
+            return tf.gather(
+                table, ((batch * (height + 1) + h) * (width + 1) + w) * channels + channel)
+
+        return corner(he, we) - corner(hs, we) - corner(he, ws) + corner(hs, ws)
+
+    def nonfinite_bins():
+        # One NaN or inf in a summed-area table spoils every corner after it (inf - inf), so
+        # non-finite cells are summed as 0 and counted apart. Adding NaN / ±inf to the finite
+        # sum then gives what a direct sum gives: NaN if the bin holds a NaN or both
+        # infinities, else ±inf if it holds one (0 for the other bins).
+        nan = bin_sums(tf.math.is_nan(features)) > 0
+        pos = bin_sums(tf.equal(features, float("inf"))) > 0
+        neg = bin_sums(tf.equal(features, float("-inf"))) > 0
+        inf = tf.constant(float("inf"), tf.float64)
+        special = tf.where(neg, -inf, tf.zeros((), tf.float64))
+        special = tf.where(pos, inf, special)
+        return tf.where(nan | (pos & neg), tf.constant(float("nan"), tf.float64), special)
+
+    # The gradient flows through the finite sum only: dy / area to every cell of the bin,
+    # whatever the values (as from the kernel).
+    total = bin_sums(_finite_part(features))
+    special = tf.cond(tf.reduce_all(tf.math.is_finite(features)),
+                      lambda: tf.zeros_like(total), nonfinite_bins)
+    total = total + tf.stop_gradient(special)
     area = tf.cast(tf.maximum(he - hs, 0) * tf.maximum(we - ws, 0), tf.float64)
     output = tf.where(area > 0, total / tf.maximum(area, 1.0), tf.zeros((), tf.float64))
     return tf.cast(output, dtype)
+
+
+@tf.custom_gradient
+def _finite_part(features):
+    """Non-finite values replaced by 0, with the identity gradient: every cell of a bin gets
+    ``dy / area`` whatever its value, as from the kernel."""
+    finite = tf.where(tf.math.is_finite(features), features, tf.zeros((), features.dtype))
+    return finite, lambda dy: dy
 
 
 @functools.lru_cache(maxsize=None)

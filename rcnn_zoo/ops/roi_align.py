@@ -5,7 +5,8 @@ RoI is at least 1×1. Each of the ``ph × pw`` bins averages a ``grid_h × grid_
 samples, ``grid = sampling_ratio`` if positive else ``ceil(roi_size / pooled)`` per RoI. Sample
 ``y = y1 + i·bin_h + (iy + 0.5)·bin_h/grid_h``; a sample with ``y < −1`` or ``y > H`` (or ``x``
 likewise) contributes 0, otherwise ``y`` clamps to ``≥ 0`` and, once ``floor(y) ≥ H − 1``, to
-row ``H − 1``.
+row ``H − 1``. A neighbour of weight 0 is not read, so a NaN or ±inf feature reaches exactly
+the bins that weigh it (NaN if a NaN or both infinities, else ±inf); the others stay finite.
 
 The pure-TF fallback uses that the bilinear weights of a sample factor into a row part and a
 column part, as does the validity test, so a RoI's output is ``A_y · F · A_xᵀ`` (per channel) with
@@ -240,6 +241,41 @@ def _forward(features, plan):
     )
 
 
+def _forward_any(features, plan, rois, pool_size, scale, sampling_ratio, aligned):
+    """``_forward``, with non-finite features reaching only the bins that weigh them.
+
+    The matmuls multiply every cell of a window, zero-weight ones included (window padding, the
+    far neighbour of a sample on a cell edge), and ``0 · inf`` is NaN: one infinite value would
+    make NaN of every RoI sharing its chunk. So when the map holds NaN or ±inf, the finite part
+    (non-finite cells read as 0) and, per bin, whether a +inf, -inf or NaN cell has a positive
+    weight (the weights are ``>= 0``, so ``A_y · indicator · A_xᵀ > 0`` says exactly that) are
+    computed in one pass over ``4·C`` channels. As in the kernel: NaN if a NaN or both
+    infinities are weighed, else ±inf if one is, else the finite value.
+    """
+    dtype = features.dtype
+
+    def nonfinite():
+        finite = tf.math.is_finite(features)
+        is_nan = tf.math.is_nan(features)
+        parts = [
+            tf.where(finite, features, tf.zeros((), dtype)),
+            tf.cast(tf.equal(features, float("inf")), dtype),
+            tf.cast(tf.equal(features, float("-inf")), dtype),
+            tf.cast(is_nan, dtype),
+        ]
+        stacked = tf.concat(parts, axis=-1)
+        wide = _Plan(stacked, rois, pool_size, scale, sampling_ratio, aligned)
+        value, pos, neg, nan = tf.split(_forward(stacked, wide), 4, axis=-1)
+        pos, neg, nan = pos > 0, neg > 0, nan > 0
+        inf = tf.constant(float("inf"), dtype)
+        out = tf.where(neg, -inf, value)
+        out = tf.where(pos, inf, out)
+        return tf.where(nan | (pos & neg), tf.constant(float("nan"), dtype), out)
+
+    return tf.cond(tf.reduce_all(tf.math.is_finite(features)),
+                   lambda: _forward(features, plan), nonfinite)
+
+
 def _backward(features, plan, dy):
     shape = tf.shape(features)
 
@@ -260,9 +296,9 @@ def _backward(features, plan, dy):
         )
         return tf.reshape(accumulated, shape)
 
-    return tf.cond(
-        (plan.height > 0) & (plan.width > 0), scatter, lambda: tf.zeros_like(features)
-    )
+    # No cell (H, W or C is 0): nothing to scatter into (tensor_scatter_nd_add rejects an
+    # empty output).
+    return tf.cond(tf.size(features) > 0, scatter, lambda: tf.zeros_like(features))
 
 
 @functools.lru_cache(maxsize=None)
@@ -276,7 +312,8 @@ def _fallback(dtype):
         @tf.custom_gradient
         def align(features, rois):
             plan = _Plan(features, rois, pool_size, scale, sampling_ratio, aligned)
-            output = _forward(features, plan)
+            output = _forward_any(features, plan, rois, pool_size, scale, sampling_ratio,
+                                  aligned)
 
             def grad(dy):
                 return _backward(features, plan, dy), None

@@ -4,7 +4,8 @@ For RoI ``(b, x1, y1, x2, y2)``: ``start = round(coord · spatial_scale)`` (C ``
 away from zero) for each corner, ``roi_h = max(y2' − y1' + 1, 1)`` (likewise ``roi_w``), and bin
 ``(i, j)`` covers rows ``floor(i · roi_h/ph) … ceil((i+1) · roi_h/ph) − 1`` shifted by ``y1'``
 and clipped to ``[0, H)`` (likewise columns). The output is the maximum over the bin, 0 for an
-empty bin; the gradient goes to the first maximum in row-major order.
+empty bin; the gradient goes to the first maximum in row-major order. A bin holding a NaN
+yields NaN (gradient to its first NaN); non-finite features reach only the bins that hold them.
 
 The pure-TF fallback (stock ops only, so exported graphs run in stock TF Serving) never builds
 a ``[K, H, W, C]`` tensor. The maximum is separable:
@@ -121,6 +122,13 @@ def _bins(start, end, bins, size, dtype):
     return tf.clip_by_value(lo, 0, size), tf.clip_by_value(hi, 0, size)
 
 
+def _beats(a, b):
+    """``a`` replaces the running maximum ``b``: greater, or a NaN over a number (no NaN beats
+    another). ``tf.maximum`` propagates NaN, so this keeps the argmax on the first NaN of a bin,
+    as the kernel does (and ``np.argmax``)."""
+    return (a > b) | (tf.math.is_nan(a) & ~tf.math.is_nan(b))
+
+
 def _floor_log2(x):
     """``floor(log2(x))`` of int32 ``x >= 1``, exactly."""
     powers = tf.constant([1 << s for s in range(1, 31)], tf.int32)
@@ -149,7 +157,7 @@ def _column_tables(features, levels, with_argmax):
         shifted = tf.gather(previous, right, axis=2)
         if with_argmax:
             previous_arg = args.read(q - 1)
-            take_right = shifted > previous  # ties keep the left (earlier) column
+            take_right = _beats(shifted, previous)  # ties keep the left (earlier) column
             args = args.write(
                 q, tf.where(take_right, tf.gather(previous_arg, right, axis=2), previous_arg)
             )
@@ -184,7 +192,7 @@ def _chunk_max(tables, table_args, plane, height, width, batch, hs, he, ws, we):
     value_right = tf.gather(tables, index_right)
     column_max = tf.maximum(value_left, value_right)
     if table_args is not None:
-        take_right = value_right > value_left  # ties: the left block holds the first maximum
+        take_right = _beats(value_right, value_left)  # ties: the left block holds the first max
         column_arg = tf.where(
             take_right, tf.gather(table_args, index_right), tf.gather(table_args, index_left)
         )
@@ -209,7 +217,7 @@ def _chunk_max(tables, table_args, plane, height, width, batch, hs, he, ws, we):
         if table_args is None:
             return t + 1, tf.maximum(best, values)
         row, col = args
-        better = values > best
+        better = _beats(values, best)
         return (
             t + 1,
             tf.where(better, values, best),
