@@ -33,6 +33,7 @@ __all__ = [
     "RunProgress",
     "StopOnDivergence",
     "TrainingDiverged",
+    "read_history",
     "read_progress",
     "replace_directory",
     "save_model_atomically",
@@ -46,30 +47,14 @@ class TrainingDiverged(UsageError):
     """Training met a non-finite loss or weight; the message says where and what to try."""
 
 
-def write_text_atomically(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder + rename."""
+def _write_atomically(path, write, suffix=".tmp"):
+    """``write(tmp)`` to a temporary file next to ``path``, flushed to disk, then renamed over
+    ``path``: readers see the old file or the new one, never part of one."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_model_atomically(model, path):
-    """``model.save(path)`` (a ``.keras`` file, optimizer state included) through a temporary
-    ``.keras`` file in the same folder + rename: ``path`` is always the old or the new model."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.keras", dir=folder)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=folder)
     os.close(handle)
     try:
-        model.save(tmp, overwrite=True)
+        write(tmp)
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
@@ -77,6 +62,22 @@ def save_model_atomically(model, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file in the same folder + rename."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+
+    _write_atomically(path, write)
+
+
+def save_model_atomically(model, path):
+    """``model.save(path)`` (a ``.keras`` file, optimizer state included) through a temporary
+    ``.keras`` file in the same folder + rename: ``path`` is always the old or the new model."""
+    _write_atomically(path, lambda tmp: model.save(tmp, overwrite=True), suffix=".tmp.keras")
 
 
 def replace_directory(write, path):
@@ -203,6 +204,24 @@ class HistoryCSV(keras.callbacks.Callback):
         for row in self.rows:
             writer.writerow([row["epoch"]] + [_format_value(row.get(k, "")) for k in keys])
         write_text_atomically(self.path, text.getvalue())
+
+
+def read_history(path):
+    """Rows of a CSVLogger file as dicts of floats (``epoch`` int); missing file → []."""
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            parsed = {}
+            for key, value in row.items():
+                try:
+                    parsed[key] = float(value)
+                except (TypeError, ValueError):
+                    parsed[key] = float("nan")
+            parsed["epoch"] = int(parsed.get("epoch", len(rows)))
+            rows.append(parsed)
+    return rows
 
 
 def read_progress(folder):

@@ -28,6 +28,7 @@ from rcnn_zoo.checkpoints import (
     RunProgress,
     StopOnDivergence,
     TrainingDiverged,
+    read_history,
     read_progress,
 )
 from rcnn_zoo.data import evaluation_dataset, load_dataset, steps_per_epoch, training_dataset
@@ -262,24 +263,6 @@ def _divergence_advice(config):
         "(if one finished); if it diverges again, check the training data "
         "(boxes, classes) named in the warnings above"
     )
-
-
-def read_history(path):
-    """Rows of a CSVLogger file as dicts of floats (``epoch`` int); missing file → []."""
-    if not os.path.isfile(path):
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            parsed = {}
-            for key, value in row.items():
-                try:
-                    parsed[key] = float(value)
-                except (TypeError, ValueError):
-                    parsed[key] = float("nan")
-            parsed["epoch"] = int(parsed.get("epoch", len(rows)))
-            rows.append(parsed)
-    return rows
 
 
 def class_summary(dataset, max_listed=20):

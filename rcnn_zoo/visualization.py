@@ -2,13 +2,14 @@
 training curves (PIL only: matplotlib is not a dependency)."""
 
 import math
-
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import keras
+
+from rcnn_zoo.checkpoints import read_history
 
 
 def draw_detections(image, detections, class_names=None, bounding_box_format="xyxy",
@@ -129,7 +130,6 @@ def _panel(draw, font, box, epochs, series, y_range, title):
 def plot_training_curves(history_path, png_path, width=720):
     """Draw the losses (top) and ``val_mAP`` (bottom, when logged) per epoch from a
     CSVLogger ``history.csv`` into a PNG ``width`` pixels wide. Returns ``png_path``."""
-    from rcnn_zoo.training import read_history  # noqa: PLC0415 (cycle: training draws these curves)
 
     rows = read_history(history_path)
     if not rows:

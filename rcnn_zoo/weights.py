@@ -633,13 +633,21 @@ def checkpoint_num_classes(path):
             return int(value) if value is not None else None
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
+    found = _h5_shapes(path, lambda key: "box_predictor" in key and key.endswith("cls_score/vars/0"))
+    if not found or len(found) != 1 or len(found[0]) != 2:
+        return None
+    return int(found[0][1]) - 1
+
+
+def _h5_shapes(path, wanted):
+    """Shapes of the datasets of HDF5 file ``path`` whose key satisfies ``wanted``, or None when
+    the file cannot be read."""
     import h5py  # noqa: PLC0415 (a Keras dependency)
 
     found = []
 
     def visit(key, item):
-        is_dataset = isinstance(item, h5py.Dataset)
-        if is_dataset and "box_predictor" in key and key.endswith("cls_score/vars/0"):
+        if isinstance(item, h5py.Dataset) and wanted(key):
             found.append(item.shape)
 
     try:
@@ -647,9 +655,7 @@ def checkpoint_num_classes(path):
             f.visititems(visit)
     except OSError:
         return None
-    if len(found) != 1 or len(found[0]) != 2:
-        return None
-    return int(found[0][1]) - 1
+    return found
 
 
 DAMAGED_ADVICE = "download or save it again"
@@ -710,20 +716,8 @@ _DAMAGED_FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 def _file_anchors_per_location(path):
     """Anchors per location of the RPN saved in a ``.weights.h5`` file (from its objectness
     layer's bias), or None."""
-    import h5py  # noqa: PLC0415 (a Keras dependency)
-
-    found = []
-
-    def visit(key, item):
-        if isinstance(item, h5py.Dataset) and key.endswith("rpn_head/objectness/vars/1"):
-            found.append(item.shape)
-
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(visit)
-    except OSError:
-        return None
-    return int(found[0][0]) if len(found) == 1 and len(found[0]) == 1 else None
+    found = _h5_shapes(path, lambda key: key.endswith("rpn_head/objectness/vars/1"))
+    return int(found[0][0]) if found and len(found) == 1 and len(found[0]) == 1 else None
 
 
 def _anchor_mismatch(model, path):
