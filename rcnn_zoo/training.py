@@ -426,10 +426,10 @@ def train(config, callbacks=None):
     wall, cpu = time.time(), time.process_time()
     try:
         with warnings.catch_warnings():
-            # The batches come from a shuffled tf.data pipeline whose length Keras cannot know
-            # in advance (batches are grouped by orientation): both warnings would be noise.
+            # The batches come from a tf.data pipeline that shuffles itself; Keras' note that
+            # fit's shuffle=True does not apply to it would be noise. (Its "ran out of data"
+            # warning is not hidden: the pipeline's length is known, so it must not appear.)
             warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-            warnings.filterwarnings("ignore", message=".*ran out of data.*")
             model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, verbose=config.verbose)
     except TrainingDiverged:
