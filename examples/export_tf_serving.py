@@ -66,7 +66,7 @@ def build_model(args):
         return rcnn_zoo.FasterRCNN(
             num_classes=args.num_classes, backbone=args.backbone, weights=args.weights, class_names=names
         )
-    from rcnn_zoo.weights import build_pretrained  # noqa: PLC0415
+    from rcnn_zoo.models.registry import build_pretrained  # noqa: PLC0415
 
     return build_pretrained(args.weights)
 

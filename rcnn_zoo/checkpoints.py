@@ -35,6 +35,7 @@ __all__ = [
     "TrainingDiverged",
     "read_history",
     "read_progress",
+    "remove_stale_temporaries",
     "replace_directory",
     "save_model_atomically",
     "write_text_atomically",
@@ -224,6 +225,21 @@ def read_history(path):
     return rows
 
 
+def remove_stale_temporaries(folder, names):
+    """Delete what a killed writer of ``names`` (files in ``folder``) left behind: the hidden
+    temporaries of :func:`write_text_atomically` / :func:`save_model_atomically`
+    (``.<name>.*.tmp``, ``.<name>.*.tmp.keras``). Returns the names removed."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for entry in os.listdir(folder):
+        ours = any(entry.startswith(f".{name}.") for name in names)
+        if ours and entry.endswith((".tmp", ".tmp.keras")):
+            os.remove(os.path.join(folder, entry))
+            removed.append(entry)
+    return removed
+
+
 def read_progress(folder):
     """Epochs an unfinished run in ``folder`` (its ``backup/``) has finished, or None."""
     path = os.path.join(folder, PROGRESS_FILE)
@@ -238,16 +254,28 @@ def read_progress(folder):
 
 class RunProgress(keras.callbacks.Callback):
     """``<folder>/progress.json`` = epochs finished (after that epoch's checkpoints); the folder
-    is removed when training ends with every epoch done (``epochs``)."""
+    is removed when training ends with every epoch done (``epochs``).
 
-    def __init__(self, folder, epochs):
+    It is written when training begins too (``initial_epoch`` finished), so a run killed before
+    its first epoch ends — even between writing ``last.keras`` and this file — is seen as
+    unfinished, not as a finished run.
+    """
+
+    def __init__(self, folder, epochs, initial_epoch=0):
         super().__init__()
         self.folder, self.epochs = folder, int(epochs)
+        self.initial_epoch = int(initial_epoch)
         self.done = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _write(self, epochs_done):
         os.makedirs(self.folder, exist_ok=True)
-        write_text_atomically(os.path.join(self.folder, PROGRESS_FILE), json.dumps({"epoch": epoch + 1}) + "\n")
+        write_text_atomically(os.path.join(self.folder, PROGRESS_FILE), json.dumps({"epoch": epochs_done}) + "\n")
+
+    def on_train_begin(self, logs=None):
+        self._write(self.initial_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write(epoch + 1)
         self.done = epoch + 1
 
     def on_train_end(self, logs=None):

@@ -27,6 +27,7 @@ Errors in what the user typed (paths, formats, options) are raised by those func
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -38,7 +39,8 @@ from rcnn_zoo.evaluation import METRICS, evaluate_model, format_ap_table
 from rcnn_zoo.export import INPUT_TYPES as EXPORT_INPUT_TYPES
 from rcnn_zoo.export import export_saved_model
 from rcnn_zoo.inference import list_images, load_model, model_from_weights_name, predict_images
-from rcnn_zoo.training import CLI_ANCHOR_SIZES, CLI_IMAGE_SIZES, TrainConfig, train
+from rcnn_zoo.models.registry import DETECTORS
+from rcnn_zoo.training import CLI_ANCHOR_SIZES, CLI_IMAGE_SIZES, DETECTOR_TRAINING, TrainConfig, train
 from rcnn_zoo.utils import write_json
 
 PROG = "rcnn-zoo"
@@ -102,7 +104,8 @@ def _run_evaluate(args):
         raise UsageError(f"{args.model} has no class_names; cannot match its labels to the data's classes")
     dataset = _evaluation_data(args, model.class_names)
     print(f"Evaluating {args.model} on {dataset.source}: {len(dataset)} images.")
-    results = evaluate_model(model, dataset, args.metric, args.iou_threshold, verbose=args.verbose)
+    results = evaluate_model(model, dataset, args.metric, args.iou_threshold, verbose=args.verbose,
+                             proposal_cache=_proposal_cache(args.model))
     print(format_ap_table(results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -111,16 +114,40 @@ def _run_evaluate(args):
     return 0
 
 
+def _proposal_cache(model_path):
+    """The selective search cache ``rcnn-zoo train`` left next to a model (``proposals/`` in its
+    output folder), or None: evaluating on the training or validation images then reads their
+    proposals instead of searching again."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(model_path)), "proposals")
+    return folder if os.path.isdir(folder) else None
+
+
+def _scores_are_margins(model):
+    """R-CNN with its SVMs scores detections with unbounded margins, not probabilities."""
+    return getattr(model, "classifier", None) == "svm"
+
+
 def _run_predict(args):
-    check_number("score_threshold", args.score_threshold, minimum=0, maximum=1)
+    # Probabilities are in [0, 1]; an R-CNN's SVM margins take any finite threshold (its own is
+    # −1), so a finite one outside [0, 1] with a --model file is judged once the model is read.
+    margins_possible = (args.weights is None and args.model is not None and os.path.isfile(args.model)
+                        and math.isfinite(args.score_threshold))
+    if not margins_possible:
+        check_number("score_threshold", args.score_threshold, minimum=0, maximum=1)
     if (args.model is None) == (args.weights is None):
         raise UsageError("give exactly one of --model FILE.keras and --weights NAME")
     import warnings  # noqa: PLC0415
 
     from rcnn_zoo.inference import UnreadableImageWarning  # noqa: PLC0415
 
+    model = None
+    if not 0 <= args.score_threshold <= 1:  # only for margins: the model decides, before the images
+        model = load_model(args.model)
+        if not _scores_are_margins(model):
+            check_number("score_threshold", args.score_threshold, minimum=0, maximum=1)
     image_paths = list_images(args.images)
-    model = load_model(args.model) if args.model else model_from_weights_name(args.weights)
+    if model is None:
+        model = load_model(args.model) if args.model else model_from_weights_name(args.weights)
     with warnings.catch_warnings():  # reported below, one line per kind
         warnings.simplefilter("ignore", UnreadableImageWarning)
         results = predict_images(model, image_paths, args.output_dir, args.score_threshold, verbose=args.verbose)
@@ -211,8 +238,9 @@ def build_parser():
                         help="show full tracebacks instead of one-line errors")
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description=_wrap("Two-stage object detectors (Faster R-CNN) for Keras 3: train on VOC or COCO "
-                          "format data, evaluate mAP, draw detections, export for TF Serving."),
+        description=_wrap("Two-stage object detectors (Faster R-CNN, R-FCN, Fast R-CNN, R-CNN) for Keras 3: "
+                          "train on VOC or COCO format data, evaluate mAP, draw detections, export for TF "
+                          "Serving."),
         epilog="examples:\n"
         "  rcnn-zoo demo\n"
         "  rcnn-zoo train --data ../shared/datasets/raccoon --val-split test --epochs 80 --output-dir runs/raccoon\n"
@@ -240,8 +268,9 @@ def build_parser():
     # train
     defaults = TrainConfig()
     train_parser = _subparser(
-        subparsers, "train", "train a Faster R-CNN on a VOC or COCO format dataset",
-        "Train a Faster R-CNN on your data: from scratch, or fine-tuned from registered or saved "
+        subparsers, "train", "train a detector on a VOC or COCO format dataset",
+        "Train a detector (--detector: Faster R-CNN by default, R-FCN, Fast R-CNN or R-CNN) on "
+        "your data: from scratch, or fine-tuned from registered or saved "
         "weights with --model-arg weights=NAME_OR_FILE (backbone and anchors must match those "
         "weights; the class predictor is re-initialised when the class count differs).\n\n"
         "Writes into --output-dir: last.keras (after every epoch), best.keras (best validation "
@@ -258,6 +287,9 @@ def build_parser():
         "      --output-dir runs/raccoon\n"
         "  # the same run, 40 more epochs (options not given are taken from runs/raccoon/config.json)\n"
         "  rcnn-zoo train --output-dir runs/raccoon --resume --epochs 120\n"
+        "  # R-FCN, or Fast R-CNN on selective search proposals (cached in runs/fast/proposals/)\n"
+        "  rcnn-zoo train --data ../shared/datasets/raccoon --detector rfcn --output-dir runs/rfcn\n"
+        "  rcnn-zoo train --data ../shared/datasets/raccoon --detector fast_rcnn --output-dir runs/fast\n"
         "  # COCO format\n"
         "  rcnn-zoo train --format coco --annotations train.json --images train/ \\\n"
         "      --val-annotations val.json --val-images val/ --backbone resnet50_fpn --output-dir runs/coco\n",
@@ -269,6 +301,9 @@ def build_parser():
     group.add_argument("--val-annotations", help="COCO validation JSON (enables val mAP and best.keras)")
     group.add_argument("--val-images", help="COCO validation image folder")
     group = train_parser.add_argument_group("model")
+    trains = "; ".join(f"{name}: {DETECTOR_TRAINING[name]}" for name in DETECTORS).replace("%", "%%")
+    group.add_argument("--detector", default=defaults.detector, metavar="NAME",
+                       help=f"one of {', '.join(DETECTORS)}. How each trains: {trains}")
     from_backbones = "vgg16, resnet50, resnet101, resnet50_fpn, mobilenet_v3_large_fpn, tiny"
     group.add_argument("--backbone", default=defaults.backbone,
                        help=f"one of {from_backbones}; without network only 'tiny' is practical on a CPU "
@@ -284,8 +319,9 @@ def build_parser():
                        "on one level; FPN: one per level). Match them to your objects (default: the "
                        f"backbone's; tiny: {' '.join(map(str, CLI_ANCHOR_SIZES['tiny']))})")
     group.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE",
-                       help="any other FasterRCNN argument, value as JSON, e.g. rpn_post_nms_top_n_test=50 "
-                       "or roi_head_dim=256 (repeatable)")
+                       help="any other argument of the detector's class (FasterRCNN, RFCN, FastRCNN, "
+                       "RCNN), value as JSON, e.g. rpn_post_nms_top_n_test=50 or roi_head_dim=256; "
+                       "R-CNN: warp_size=32 or max_proposals=200 (repeatable)")
     group = train_parser.add_argument_group("schedule")
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
@@ -353,7 +389,9 @@ def build_parser():
     source.add_argument("--weights", help="a registered weight name (weights/registry.json, e.g. shapes, voc, coco)")
     predict.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
     predict.add_argument("--output-dir", required=True, help="where PNGs and detections.json go")
-    predict.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scoring less")
+    predict.add_argument("--score-threshold", type=float, default=0.5,
+                         help="drop detections scoring less (in [0, 1]; any number for an R-CNN "
+                         "scoring with SVM margins)")
     predict.add_argument("--verbose", type=int, choices=(0, 1), default=1, help="progress bar")
     predict.set_defaults(func=_run_predict)
 
@@ -362,7 +400,9 @@ def build_parser():
         subparsers, "export", "write a SavedModel for TensorFlow Serving",
         "Export a trained detector as a SavedModel with the TF Object Detection API's signature "
         "(detection_boxes normalised [ymin, xmin, ymax, xmax], detection_scores, 1-based "
-        "detection_classes, num_detections) using stock TensorFlow ops only.",
+        "detection_classes, num_detections) using stock TensorFlow ops only. Fast R-CNN and "
+        "R-CNN models take a second input, proposals [B, R, 4] (each image's own pixels, "
+        "zero-padded), which the client computes (e.g. rcnn_zoo.proposals.selective_search).",
         "  rcnn-zoo export --model runs/raccoon/best.keras --output serving/raccoon/1\n"
         "  rcnn-zoo export --model best.keras --output serving/raccoon/1 --input-type encoded_image_string_tensor\n",
         [common])

@@ -36,7 +36,7 @@ def train_shapes_model(steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, seed=0, verb
 def load_shapes_model(verbose=1):
     """The demo model: the registered ``"shapes"`` weights (shipped in ``weights/``), or, when
     they cannot be found, weights trained now and cached in ``~/.keras/rcnn_zoo``."""
-    from rcnn_zoo.weights import build_pretrained  # noqa: PLC0415
+    from rcnn_zoo.models.registry import build_pretrained  # noqa: PLC0415
 
     try:
         return build_pretrained("shapes")

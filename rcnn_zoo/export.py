@@ -30,6 +30,13 @@ B, H and W are dynamic. The outputs are named as in the TF Object Detection API:
   ``id = model label + 1``, so id ``k`` is ``model.class_names[k - 1]``;
 - ``num_detections`` float32 ``[B]``: the valid rows; rows past it are all zero (class 0).
 
+Detectors whose proposals come from outside the network take them as a second input,
+``proposals`` float32 ``[B, R, 4]`` in the model's ``bounding_box_format`` and each image's own
+pixels, zero-padded (a row without area is padding), computed by the client (e.g. with
+``rcnn_zoo.proposals.selective_search``): Fast R-CNN, and R-CNN, whose regions are warped and
+scored in chunks of its ``region_batch_size`` inside the graph (its ``predict`` loop), so memory
+does not grow with ``R``.
+
 The class names travel with the model as two assets: ``assets/labels.txt`` (line ``k``, counted
 from 1, is the name of class id ``k``) and ``assets/label_map.pbtxt`` (an OD API
 ``StringIntLabelMap``). The graph is traced inside :func:`rcnn_zoo.ops.force_fallback`, so it
@@ -51,7 +58,7 @@ SIGNATURE_NAME = "serving_default"
 PADDED_SIGNATURE_NAME = "serving_padded"  # image/float tensors + each image's own size
 INPUT_NAME = "input_tensor"
 SIZES_NAME = "image_sizes"
-PROPOSALS_NAME = "proposals"  # second input of models that take external proposals (Fast R-CNN)
+PROPOSALS_NAME = "proposals"  # second input of models that take external proposals (Fast R-CNN, R-CNN)
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 LABELS_FILENAME = "labels.txt"
 LABEL_MAP_FILENAME = "label_map.pbtxt"
@@ -132,6 +139,65 @@ def detections_to_od_api(model, outputs, image_sizes):
     }
 
 
+def _is_region_scorer(model):
+    """R-CNN: scores warped regions (``score_regions``) and post-processes them itself
+    (``postprocess``) instead of one call on the images."""
+    return callable(getattr(model, "score_regions", None)) and callable(getattr(model, "postprocess", None))
+
+
+def takes_proposals(model):
+    """Whether the SavedModel of ``model`` has the ``proposals`` input: Fast R-CNN
+    (``takes_proposals``) and R-CNN."""
+    return bool(getattr(model, "takes_proposals", False)) or _is_region_scorer(model)
+
+
+def region_scorer_detections(model, images, image_sizes, proposals):
+    """R-CNN's detections on given proposals, as a graph: its ``predict`` loop without
+    selective search.
+
+    Args:
+        images: float32 ``[B, H, W, 3]`` raw pixels, padded bottom/right.
+        image_sizes: int32 ``[B, 2]`` each image's own ``(height, width)``.
+        proposals: ``[B, R, 4]`` in ``model.bounding_box_format``, each image's own pixels;
+            all-zero rows (and rows without area) are padding.
+
+    The ``B·R`` regions are warped (pixels outside an image's own size count as outside it) and
+    scored ``model.region_batch_size`` at a time in a ``tf.while_loop``, then regressed, clipped
+    and suppressed (``model.postprocess``) as ``predict`` does.
+    """
+    images = tf.cast(images, tf.float32)
+    image_sizes = tf.cast(image_sizes, tf.int32)
+    shape = tf.shape(images)
+    batch = shape[0]
+    own = tf.cast(image_sizes, tf.float32)
+    boxes = tf.cast(proposals, tf.float32)
+    padding = tf.reduce_all(tf.equal(boxes, 0.0), axis=-1, keepdims=True)
+    boxes = box_ops.convert_format(boxes, model.bounding_box_format, "xyxy",
+                                   height=own[:, 0:1], width=own[:, 1:2])
+    boxes = tf.where(padding, 0.0, boxes)
+    count = tf.shape(boxes)[1]
+    flat = tf.reshape(boxes, [-1, 4])
+    owners = tf.repeat(tf.range(batch), count)
+    chunk = int(model.region_batch_size)
+    total = tf.shape(flat)[0]
+    steps = tf.maximum((total + chunk - 1) // chunk, 1)
+    classes = int(model.num_classes)
+
+    def body(step, scores, deltas):
+        start = step * chunk
+        part_scores, part_deltas = model.score_regions(
+            images, flat[start:start + chunk], owners[start:start + chunk], image_sizes
+        )
+        return step + 1, scores.write(step, part_scores), deltas.write(step, part_deltas)
+
+    scores = tf.TensorArray(tf.float32, size=steps, infer_shape=False, element_shape=[None, classes])
+    deltas = tf.TensorArray(tf.float32, size=steps, infer_shape=False, element_shape=[None, classes, 4])
+    _, scores, deltas = tf.while_loop(lambda step, *_: step < steps, body, (0, scores, deltas))
+    scores = tf.reshape(scores.concat(), [batch, count, classes])
+    deltas = tf.reshape(deltas.concat(), [batch, count, classes, 4])
+    return model.postprocess(boxes, scores, deltas, tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32))
+
+
 def serving_fn(model, input_type, with_sizes=False):
     """The ``tf.function`` behind ``serving_default`` (input signature fixed by ``input_type``),
     or with ``with_sizes`` behind ``serving_padded`` (a second input ``image_sizes [B, 2]``).
@@ -142,12 +208,13 @@ def serving_fn(model, input_type, with_sizes=False):
         raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
     if with_sizes and input_type == "encoded_image_string_tensor":
         raise ValueError("encoded images carry their own sizes; serving_padded takes image tensors")
-    takes_proposals = getattr(model, "takes_proposals", False)
+    with_proposals = takes_proposals(model)
+    region_scorer = _is_region_scorer(model)
 
     def serve(input_tensor, *extra):
         extra = list(extra)
         sizes = extra.pop(0) if with_sizes else None
-        proposals = extra.pop(0) if takes_proposals else None
+        proposals = extra.pop(0) if with_proposals else None
         if input_type == "encoded_image_string_tensor":
             images, sizes = decode_images(input_tensor)
         else:
@@ -159,15 +226,18 @@ def serving_fn(model, input_type, with_sizes=False):
         sizes = tf.cast(sizes, tf.int32)
         inputs = {"images": images, "image_sizes": sizes}
         if proposals is not None:
-            # Fast R-CNN: proposals [B, R, 4] in each image's own pixels, computed by the client.
+            # Fast R-CNN, R-CNN: proposals [B, R, 4] in each image's own pixels, computed by the client.
             inputs["proposals"] = proposals
-        outputs = model(inputs, training=False)
+        if region_scorer:
+            outputs = region_scorer_detections(model, images, sizes, proposals)
+        else:
+            outputs = model(inputs, training=False)
         return detections_to_od_api(model, outputs, sizes)
 
     signature = [_INPUT_SPECS[input_type]]
     if with_sizes:
         signature.append(tf.TensorSpec([None, 2], tf.int32, name=SIZES_NAME))
-    if takes_proposals:
+    if with_proposals:
         signature.append(tf.TensorSpec([None, None, 4], tf.float32, name=PROPOSALS_NAME))
     return tf.function(serve, input_signature=signature, autograph=False)
 
@@ -224,7 +294,7 @@ def _check_model(model):
     if not model.built:
         # Build eagerly: creating variables while tracing the serving function would fail.
         images = tf.zeros([1, 64, 64, 3], tf.float32)
-        if getattr(model, "takes_proposals", False):
+        if takes_proposals(model):
             model({"images": images, "proposals": tf.zeros([1, 1, 4])}, training=False)
         else:
             model(images, training=False)
@@ -297,6 +367,10 @@ def _print_summary(model, path, input_type, names, custom):
     shape = "[B]" if input_type == "encoded_image_string_tensor" else "[B, H, W, 3]"
     ops = f"custom ops {custom} (load _rcnn_zoo_ops*.so first)" if custom else "stock TensorFlow ops only"
     padded = ""
+    proposals = ""
+    if takes_proposals(model):
+        proposals = (f"  second input {PROPOSALS_NAME} float32 [B, R, 4] ({model.bounding_box_format}, each "
+                     "image's own pixels, zero-padded; the client's selective search)\n")
     if input_type != "encoded_image_string_tensor":
         padded = (
             f"  signature '{PADDED_SIGNATURE_NAME}': the same, padded, plus {SIZES_NAME} int32 "
@@ -306,6 +380,7 @@ def _print_summary(model, path, input_type, names, custom):
         f"Saved {type(model).__name__} to {path} ({ops})\n"
         f"  signature '{SIGNATURE_NAME}': {INPUT_NAME} {spec.dtype.name} {shape} ({input_type})\n"
         f"{padded}"
+        f"{proposals}"
         "  outputs: detection_boxes [B, D, 4] (normalised ymin, xmin, ymax, xmax), "
         "detection_scores [B, D], detection_classes [B, D] (1-based ids), num_detections [B]\n"
         f"  classes: {', '.join(f'{i + 1}={n}' for i, n in enumerate(names))} "

@@ -7,6 +7,11 @@ xyxy in pixels of the original image (``docs/conventions.md``).
 A file that cannot be read as an image (empty, truncated, not an image at all) does not stop the
 others: it is skipped and reported, with the reason, in the result's ``failed`` list and in
 ``detections.json``.
+
+Detectors whose proposals come from outside the network (Fast R-CNN, R-CNN) get selective
+search proposals computed here (:func:`image_proposals`, with an on-disk cache for datasets;
+:func:`proposal_settings` says with which settings), so every command takes a ``.keras`` of any
+detector.
 """
 
 import os
@@ -22,16 +27,22 @@ import keras
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.utils import progress, write_json
 from rcnn_zoo.visualization import draw_detections, save_png
-from rcnn_zoo.weights import WeightsFileError, build_pretrained, check_weights_file
+from rcnn_zoo.models.registry import build_pretrained
+from rcnn_zoo.weights import WeightsFileError, check_weights_file
 
 __all__ = [
+    "FAST_RCNN_PROPOSALS",
     "IMAGE_EXTENSIONS",
     "Predictions",
     "UnreadableImageWarning",
+    "boxes_in_model_format",
     "load_model",
     "model_from_weights_name",
     "list_images",
+    "needs_proposals",
     "predict_images",
+    "proposal_settings",
+    "image_proposals",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -40,6 +51,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 EMPTY_FILE = "empty file, 0 bytes"
 NOT_AN_IMAGE = "not an image: its contents are in no image format"
 DAMAGED_IMAGE = "truncated or damaged image data"
+
+# Selective search settings for detectors that take proposals but keep no proposal settings of
+# their own (Fast R-CNN): the papers' fast mode and up to 2000 boxes (rcnn_zoo.proposals'
+# defaults: boxes of at least 16 px, images shrunk to a longer side of 500 px first). Training,
+# evaluation and prediction through the CLI all use these, so a model is tested on the kind of
+# proposals it was trained on.
+FAST_RCNN_PROPOSALS = {"mode": "fast", "max_proposals": 2000}
 
 # First bytes of the formats of IMAGE_EXTENSIONS: a file that starts like one is a damaged image,
 # not some other file with an image's name.
@@ -74,12 +92,104 @@ def load_model(path, compile=False):
 
 def model_from_weights_name(name):
     """The detector a registered weight name describes, weights loaded
-    (:func:`rcnn_zoo.weights.build_pretrained`)."""
+    (:func:`rcnn_zoo.models.registry.build_pretrained`)."""
     try:
         return build_pretrained(name)
     except (OSError, ValueError, RuntimeError) as error:  # unknown name, download, hash, mismatch
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(f"cannot load weights {name!r}: {message}") from error
+
+
+# ------------------------------------------------------------------------------------------
+# Proposals of the detectors that take them
+
+
+def needs_proposals(model):
+    """Whether ``model`` scores region proposals computed outside the network: Fast R-CNN (an
+    input ``"proposals"``, ``takes_proposals``) and R-CNN (selective search settings
+    ``proposal_mode``/``max_proposals`` of its own)."""
+    return bool(getattr(model, "takes_proposals", False)) or getattr(model, "proposal_mode", None) is not None
+
+
+def proposal_settings(model):
+    """Settings of :func:`rcnn_zoo.proposals.compute_proposals` for ``model``: R-CNN's own
+    ``proposal_mode`` and ``max_proposals`` (what its ``predict`` runs), else
+    :data:`FAST_RCNN_PROPOSALS`."""
+    if getattr(model, "proposal_mode", None) is not None:
+        return {"mode": model.proposal_mode, "max_proposals": model.max_proposals}
+    return dict(FAST_RCNN_PROPOSALS)
+
+
+def boxes_in_model_format(model, boxes, height, width):
+    """xyxy boxes (proposals, ground truth) ``[N, 4]`` of a ``height × width`` image →
+    ``model.bounding_box_format``."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    target = getattr(model, "bounding_box_format", "xyxy")
+    if target == "xyxy" or not len(boxes):
+        return boxes
+    return np.asarray(keras.ops.convert_to_numpy(keras.utils.bounding_boxes.convert_format(
+        boxes, source="xyxy", target=target, height=height, width=width)), np.float32)
+
+
+def _cache_entries(cache_dir):
+    return set(os.listdir(cache_dir)) if cache_dir and os.path.isdir(cache_dir) else set()
+
+
+def image_proposals(model, images, cache_dir=None, verbose=1):
+    """Selective search proposals of image files (or ``[H, W, 3]`` arrays) with ``model``'s
+    settings (:func:`proposal_settings`): a list of float32 ``[N_i, 4]`` xyxy boxes in each
+    image's own pixels, best ranked first.
+
+    ``cache_dir``: the on-disk cache of :func:`rcnn_zoo.proposals.compute_proposals` (one
+    ``.npz`` per image and settings): an image whose entry is there is read, not searched
+    again. ``verbose``: a line saying what runs, a progress bar over the images, and how many
+    were computed and how many read from the cache.
+
+    Raises:
+        UsageError: OpenCV's contrib modules (``cv2.ximgproc``) are not installed.
+    """
+    from rcnn_zoo.proposals import compute_proposals  # noqa: PLC0415 (OpenCV is optional)
+
+    settings = proposal_settings(model)
+    images = list(images)
+    before = _cache_entries(cache_dir)
+    if verbose:
+        limit = settings["max_proposals"] if settings["max_proposals"] is not None else "all"
+        where = f", cached in {cache_dir}" if cache_dir else ""
+        print(f"Selective search proposals ({settings['mode']} mode, at most {limit} per image) of "
+              f"{len(images)} image(s){where}:", flush=True)
+    results = []
+    try:
+        for image in progress(images, len(images), verbose=verbose):
+            try:
+                results.extend(compute_proposals([image], cache_dir=cache_dir, **settings))
+            except OSError:
+                if not isinstance(image, (str, os.PathLike)):
+                    raise
+                # OpenCV cannot read this file (a GIF, which the data readers accept): its pixels.
+                pixels = np.asarray(Image.open(image).convert("RGB"), np.uint8)
+                results.extend(compute_proposals([pixels], cache_dir=cache_dir, **settings))
+    except ImportError as error:  # no cv2.ximgproc: say which package provides it
+        raise UsageError(f"{type(model).__name__} needs selective search proposals. {error}") from error
+    if verbose:
+        computed = len(_cache_entries(cache_dir) - before) if cache_dir else len(images)
+        print(f"Selective search: {computed} image(s) computed, {len(images) - computed} read from the cache.",
+              flush=True)
+    return results
+
+
+def _model_inputs(model, image):
+    """What ``model.predict_on_batch`` takes for one ``[H, W, 3]`` image: the batch of one, and
+    for a detector with a proposals input (Fast R-CNN) the image's selective search proposals.
+    (R-CNN's ``predict`` runs selective search itself, with the same settings.)"""
+    if not getattr(model, "takes_proposals", False):
+        return image[None]
+    from rcnn_zoo.proposals import pad_proposals  # noqa: PLC0415
+
+    height, width = image.shape[:2]
+    boxes = image_proposals(model, [image], verbose=0)[0]
+    return {"images": image[None],
+            "proposals": pad_proposals([boxes_in_model_format(model, boxes, height, width)])}
 
 
 def list_images(items):
@@ -214,7 +324,7 @@ def predict_images(model, image_paths, output_dir, score_threshold=0.5, verbose=
 
 def _detect(model, image, path, output_dir, score_threshold, names, used, draw):
     height, width = image.shape[:2]
-    out = model.predict_on_batch(image[None])
+    out = model.predict_on_batch(_model_inputs(model, image))
     count = int(np.asarray(out["num_detections"])[0])
     boxes = _to_xyxy(np.asarray(out["boxes"])[0, :count], model.bounding_box_format, height, width)
     scores = np.asarray(out["scores"])[0, :count]

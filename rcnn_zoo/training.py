@@ -2,9 +2,15 @@
 ``model.compile(); model.fit()``.
 
 :class:`TrainConfig` + :func:`train` are ``rcnn-zoo train`` as a function: read the data
-(:func:`rcnn_zoo.data.load_dataset`), build a Faster R-CNN (:func:`build_detector`), fit it on
+(:func:`rcnn_zoo.data.load_dataset`), build the detector named by ``TrainConfig.detector``
+(:func:`build_detector`, through :func:`rcnn_zoo.models.registry.get_detector`), fit it on
 augmented batches (:func:`rcnn_zoo.data.training_dataset`) with warm-up + cosine learning rate,
 validation mAP, checkpoints, ``history.csv`` and its plot, and resume after an interruption.
+
+The detectors differ in what they train on (:data:`DETECTOR_TRAINING`): ``faster_rcnn`` and
+``rfcn`` as above; ``fast_rcnn`` the same ``fit`` on batches that carry each image's selective
+search proposals (computed once, cached in ``<output_dir>/proposals/``); ``rcnn`` in the paper's
+three stages (:func:`train_rcnn_stages`), ``--epochs`` being the epochs of its fine-tuning stage.
 
 Approximate joint training (the default, Faster R-CNN section 3.2 (ii)) is just ``fit``. The
 paper's original 4-step alternating training is :func:`alternating_training`.
@@ -30,29 +36,43 @@ from rcnn_zoo.checkpoints import (
     TrainingDiverged,
     read_history,
     read_progress,
+    save_model_atomically,
+    remove_stale_temporaries,
 )
-from rcnn_zoo.data import evaluation_dataset, load_dataset, steps_per_epoch, training_dataset
+from rcnn_zoo.data import evaluation_dataset, load_dataset, make_tf_dataset, steps_per_epoch, training_dataset
 from rcnn_zoo.data.loading import default_split
 from rcnn_zoo.errors import UsageError, check_number
-from rcnn_zoo.evaluation import METRICS, MeanAveragePrecisionCallback
-from rcnn_zoo.inference import load_model
-from rcnn_zoo.models import FasterRCNN
-from rcnn_zoo.utils import write_json
+from rcnn_zoo.evaluation import (
+    METRICS,
+    MeanAveragePrecisionCallback,
+    evaluate_detections,
+    evaluation_batches,
+    predict_detections,
+)
+from rcnn_zoo.inference import image_proposals, load_model, boxes_in_model_format
+from rcnn_zoo.models.registry import detector_name, get_detector
+from rcnn_zoo.utils import progress, write_json
 from rcnn_zoo.visualization import plot_training_curves
 
 __all__ = [
     "CLI_ANCHOR_SIZES",
     "CLI_IMAGE_SIZES",
+    "DETECTOR_TITLES",
+    "DETECTOR_TRAINING",
+    "RCNN_REGIONS_PER_BATCH_IMAGE",
     "CosineLearningRate",
     "TrainConfig",
     "alternating_training",
     "check_config",
+    "check_detector_options",
     "class_summary",
     "build_detector",
     "image_sizes",
     "parse_model_args",
+    "proposal_training_dataset",
     "read_history",
     "train",
+    "train_rcnn_stages",
 ]
 
 # Backbones whose own default is "keep the input size" (tiny: made for 128-px test pictures) get
@@ -60,6 +80,23 @@ __all__ = [
 # the objects of photos resized so.
 CLI_IMAGE_SIZES = {"tiny": (256, 416)}
 CLI_ANCHOR_SIZES = {"tiny": (32, 64, 128, 256)}
+
+# The name of each detector in messages, and how `rcnn-zoo train` trains it (its --help).
+DETECTOR_TITLES = {"faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN", "fast_rcnn": "Fast R-CNN", "rcnn": "R-CNN"}
+DETECTOR_TRAINING = {
+    "faster_rcnn": "RPN and RoI head in one fit (approximate joint training)",
+    "rfcn": "the same fit, position-sensitive score maps, OHEM",
+    "fast_rcnn": "the same fit on selective search proposals, computed once per image and cached in "
+                 "<output-dir>/proposals/ (no --random-crop, --zoom-out)",
+    "rcnn": "the paper's three stages: --epochs epochs of fine-tuning the CNN on warped regions "
+            "(an epoch draws about as many regions as there are, in batches of 32 x --batch-size, "
+            "25% foreground), then per-class SVMs (3 rounds of hard negative mining) and box "
+            "regressors; last.keras is written after the last stage, an interrupted run starts "
+            "again (proposals stay cached); no augmentation (--flip is ignored), no image sizes "
+            "or anchors",
+}
+# R-CNN fine-tunes on batches of this many warped regions per --batch-size (4 → the paper's 128).
+RCNN_REGIONS_PER_BATCH_IMAGE = 32
 
 
 # ==========================================================================================
@@ -89,30 +126,52 @@ def image_sizes(backbone, image_min_size=None, image_max_size=None):
     return image_min_size, image_max_size
 
 
-def build_detector(num_classes, class_names, backbone="tiny", image_min_size=None,
-                   image_max_size=None, anchor_sizes=None, model_args=None):
-    """A :class:`rcnn_zoo.FasterRCNN` from CLI-style arguments.
+def _detector_class(detector):
+    """The registry's class of ``detector``, or a UsageError listing the names."""
+    try:
+        return get_detector(detector)
+    except ValueError as error:
+        raise UsageError(f"--detector: {error}") from error
 
-    ``anchor_sizes``: a flat list of pixel sizes: all on the one level of a single-level
-    backbone, one per level of an FPN. ``model_args``: further ``FasterRCNN`` keyword arguments.
+
+def build_detector(num_classes, class_names, backbone="tiny", image_min_size=None,
+                   image_max_size=None, anchor_sizes=None, model_args=None, detector="faster_rcnn"):
+    """The detector named ``detector`` (see :data:`rcnn_zoo.models.registry.DETECTORS`; default
+    a Faster R-CNN) from CLI-style arguments.
+
+    ``anchor_sizes`` (``faster_rcnn``, ``rfcn``): a flat list of pixel sizes: all on the one
+    level of a single-level backbone, one per level of an FPN. The image sizes apply to every
+    detector but ``rcnn``, which warps each region to its ``warp_size`` instead.
+    ``model_args``: further keyword arguments of the detector's class.
     """
+    cls = _detector_class(detector)
+    detector = detector_name(cls)  # "FastRCNN" → "fast_rcnn"
     if backbone not in BACKBONES:
         raise UsageError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
     kwargs = dict(model_args or {})
-    image_min_size, image_max_size = image_sizes(backbone, image_min_size, image_max_size)
+    if detector in ("fast_rcnn", "rcnn") and (anchor_sizes or "anchor_sizes" in kwargs):
+        raise UsageError(f"--anchor-sizes: {DETECTOR_TITLES[detector]} has no anchors (its proposals "
+                         "come from selective search)")
+    if detector == "rcnn":
+        if image_min_size is not None or image_max_size is not None:
+            raise UsageError("--image-min-size/--image-max-size do not apply to R-CNN: it warps each "
+                             "region to warp_size pixels (--model-arg warp_size=N)")
+    else:
+        image_min_size, image_max_size = image_sizes(backbone, image_min_size, image_max_size)
     # Only sizes actually chosen are passed: None must not override a backbone's default.
     if image_min_size is not None:
         kwargs.setdefault("image_min_size", image_min_size)
     if image_max_size is not None:
         kwargs.setdefault("image_max_size", image_max_size)
-    if not anchor_sizes and "anchor_sizes" not in kwargs:
-        anchor_sizes = CLI_ANCHOR_SIZES.get(backbone)
-    if anchor_sizes:
-        sizes = [float(s) for s in anchor_sizes]
-        fpn = backbone.endswith("_fpn")
-        kwargs["anchor_sizes"] = tuple((s,) for s in sizes) if fpn else (tuple(sizes),)
+    if detector in ("faster_rcnn", "rfcn"):
+        if not anchor_sizes and "anchor_sizes" not in kwargs:
+            anchor_sizes = CLI_ANCHOR_SIZES.get(backbone)
+        if anchor_sizes:
+            sizes = [float(s) for s in anchor_sizes]
+            fpn = backbone.endswith("_fpn")
+            kwargs["anchor_sizes"] = tuple((s,) for s in sizes) if fpn else (tuple(sizes),)
     try:
-        return FasterRCNN(num_classes=num_classes, class_names=list(class_names), backbone=backbone, **kwargs)
+        return cls(num_classes=num_classes, class_names=list(class_names), backbone=backbone, **kwargs)
     except (TypeError, ValueError, OSError) as error:  # unknown or bad --model-arg, weights that do not fit
         raise UsageError(str(error).splitlines()[0]) from error
 
@@ -156,6 +215,7 @@ class TrainConfig:
     output_dir: str = "runs/train"
     resume: bool = False
     verbose: int = 1
+    detector: str = "faster_rcnn"
 
 
 def _optimizer(config):
@@ -252,7 +312,7 @@ def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, in
         HistoryCSV(paths["history"], earlier),
         AtomicCheckpoint(paths["last"]),
         TrainingCurves(paths["history"], paths["curves"]),
-        RunProgress(paths["backup"], config.epochs),
+        RunProgress(paths["backup"], config.epochs, initial_epoch),
     ]
 
 
@@ -310,6 +370,31 @@ def check_config(config):
         raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
 
 
+def check_detector_options(config):
+    """Refuse what the chosen detector cannot train with (raise :class:`UsageError`): an unknown
+    ``--detector`` (the message lists the names); for ``fast_rcnn`` and ``rcnn``, whose selective
+    search proposals are computed once per original image, ``--random-crop``, ``--zoom-out`` and
+    ``--anchor-sizes``; for ``rcnn``, which trains on warped regions of the original images,
+    also ``--jitter`` and the image sizes."""
+    name = detector_name(_detector_class(config.detector))
+    title = DETECTOR_TITLES[name]
+    if name not in ("fast_rcnn", "rcnn"):
+        return
+    why = "its selective search proposals are computed once per original image and would not follow"
+    if config.random_crop:
+        raise UsageError(f"--random-crop is not supported with --detector {name}: {why} the crop")
+    if config.zoom_out and config.zoom_out > 1:
+        raise UsageError(f"--zoom-out is not supported with --detector {name}: {why} the canvas")
+    if config.anchor_sizes:
+        raise UsageError(f"--anchor-sizes: {title} has no anchors (its proposals come from selective search)")
+    if name == "rcnn" and config.jitter:
+        raise UsageError("--jitter is not supported with --detector rcnn: it fine-tunes on warped regions "
+                         "of the original images, without augmentation")
+    if name == "rcnn" and (config.image_min_size is not None or config.image_max_size is not None):
+        raise UsageError("--image-min-size/--image-max-size do not apply to R-CNN: it warps each region "
+                         "to warp_size pixels (--model-arg warp_size=N)")
+
+
 def _command_line():
     """The command as typed, for config.json (a script calling :func:`train` shows as
     ``rcnn-zoo`` with its own arguments)."""
@@ -317,7 +402,10 @@ def _command_line():
 
 
 def train(config, callbacks=None):
-    """Train a Faster R-CNN as :class:`TrainConfig` ``config`` says; see ``rcnn-zoo train --help``.
+    """Train the detector ``config.detector`` (default a Faster R-CNN) as :class:`TrainConfig`
+    ``config`` says; see ``rcnn-zoo train --help``. Fast R-CNN's selective search proposals and
+    R-CNN's are cached in ``<output_dir>/proposals/``; R-CNN trains in stages
+    (:func:`train_rcnn_stages`) and writes ``last.keras`` once, after its last stage.
 
     Writes into ``config.output_dir``: ``last.keras`` (every epoch), ``best.keras`` (best
     ``val_mAP``, with a validation set), ``history.csv``, ``training_curves.png``,
@@ -331,6 +419,7 @@ def train(config, callbacks=None):
         history.csv), ``epochs_done``, ``wall_seconds``, ``cpu_seconds``, ``paths``.
     """
     check_config(config)
+    check_detector_options(config)
     out = config.output_dir
     paths = {
         name: os.path.join(out, file)
@@ -339,6 +428,10 @@ def train(config, callbacks=None):
             ("curves", "training_curves.png"), ("config", "config.json"), ("backup", "backup"),
         )
     }
+    # A run killed while writing leaves hidden temporaries; the files themselves are whole.
+    remove_stale_temporaries(out, [os.path.basename(paths[k]) for k in ("best", "last", "history", "curves",
+                                                                         "config")])
+    remove_stale_temporaries(paths["backup"], ["progress.json"])
     interrupted_at = read_progress(paths["backup"])
     if interrupted_at is not None and not os.path.isfile(paths["last"]):
         interrupted_at = None  # progress without its model (deleted by hand): start afresh
@@ -372,6 +465,10 @@ def train(config, callbacks=None):
     keras.utils.set_random_seed(config.seed)
     if finished_before or interrupted_at:  # model and optimizer state from last.keras
         model = load_model(paths["last"], compile=True)
+        wanted, trained = detector_name(_detector_class(config.detector)), detector_name(model)
+        if trained != wanted:
+            raise UsageError(f"{paths['last']} was trained with --detector {trained}, not {wanted}; leave "
+                             f"--detector out (or pass --detector {trained}) to continue it")
         if list(model.class_names or []) != train_set.class_names:
             raise UsageError(f"{paths['last']}: the model's classes {model.class_names} differ from "
                              f"the data's {train_set.class_names}")
@@ -379,8 +476,9 @@ def train(config, callbacks=None):
     else:
         model = build_detector(train_set.num_classes, train_set.class_names, config.backbone,
                                config.image_min_size, config.image_max_size, config.anchor_sizes,
-                               parse_model_args(config.model_args))
-        model.compile(optimizer=_optimizer(config))
+                               parse_model_args(config.model_args), detector=config.detector)
+        if detector_name(model) != "rcnn":  # R-CNN's stages compile their own models
+            model.compile(optimizer=_optimizer(config))
         initial_epoch = interrupted_at or 0
     if initial_epoch >= config.epochs:
         print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
@@ -391,16 +489,31 @@ def train(config, callbacks=None):
         how = "interrupted run (backup/progress.json, last.keras)" if interrupted_at else "last.keras"
         print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
 
-    min_size, max_size = model.image_min_size, model.image_max_size
-    train_data = training_dataset(
-        train_set, config.batch_size, min_size, max_size, flip=config.flip, jitter=config.jitter,
-        crop=config.random_crop, crop_min_scale=config.crop_min_scale, zoom_out=config.zoom_out,
-        seed=config.seed,
-    )
-    steps = steps_per_epoch(train_set, config.batch_size)
-    callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, initial_epoch) + list(
-        callbacks or []
-    )
+    name = detector_name(model)
+    min_size, max_size = getattr(model, "image_min_size", None), getattr(model, "image_max_size", None)
+    proposal_cache = os.path.join(out, "proposals")  # selective search, once per image and settings
+    regions = val_batches = None
+    if name == "rcnn":
+        regions = _rcnn_regions(model, train_set, proposal_cache, config.verbose)
+    elif name == "fast_rcnn":
+        train_data = proposal_training_dataset(model, train_set, config, proposal_cache)
+        steps = math.ceil(len(train_set) / config.batch_size)
+    else:
+        train_data = training_dataset(
+            train_set, config.batch_size, min_size, max_size, flip=config.flip, jitter=config.jitter,
+            crop=config.random_crop, crop_min_scale=config.crop_min_scale, zoom_out=config.zoom_out,
+            seed=config.seed,
+        )
+        steps = steps_per_epoch(train_set, config.batch_size)
+    if val_set is not None and name in ("fast_rcnn", "rcnn"):
+        val_batches = evaluation_batches(model, val_set, proposal_cache, verbose=config.verbose)
+    if name != "rcnn":
+        callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, initial_epoch) + list(
+            callbacks or []
+        )
+        for callback in callbacks:  # validation batches with their proposals
+            if val_batches is not None and isinstance(callback, MeanAveragePrecisionCallback):
+                callback.validation_data = val_batches
 
     record = {
         "command": _command_line(),
@@ -418,10 +531,14 @@ def train(config, callbacks=None):
             previous = json.load(handle)
     record["runs"] = previous.get("runs", [])
     write_json(paths["config"], record)
-    print(f"Training {model.backbone_name} Faster R-CNN on {len(train_set)} images "
+    if name == "rcnn":
+        sizes = (f"regions warped to {model.warp_size}×{model.warp_size} px with {model.context_padding:g} px "
+                 "of context")
+    else:
+        sizes = f"images resized to shorter side {min_size}, longer ≤ {max_size}"
+    print(f"Training {model.backbone_name} {DETECTOR_TITLES[name]} on {len(train_set)} images "
           f"({', '.join(train_set.class_names[:10])}{' …' if train_set.num_classes > 10 else ''}), "
-          f"validating on {len(val_set) if val_set else 0}; images resized to shorter side "
-          f"{min_size}, longer ≤ {max_size}. Output: {out}")
+          f"validating on {len(val_set) if val_set else 0}; {sizes}. Output: {out}")
 
     wall, cpu = time.time(), time.process_time()
     try:
@@ -430,8 +547,12 @@ def train(config, callbacks=None):
             # fit's shuffle=True does not apply to it would be noise. (Its "ran out of data"
             # warning is not hidden: the pipeline's length is known, so it must not appear.)
             warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-            model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                      callbacks=callbacks, verbose=config.verbose)
+            if name == "rcnn":
+                train_rcnn_stages(model, regions, config, paths, initial_epoch, callbacks, val_batches,
+                                  len(val_set) if val_set is not None else 0)
+            else:
+                model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                          callbacks=callbacks, verbose=config.verbose)
     except TrainingDiverged:
         if config.verbose == 1:
             print(file=sys.stderr)  # end the progress-bar line before the error message
@@ -452,6 +573,110 @@ def train(config, callbacks=None):
     print(summary + f" Last model: {paths['last']}")
     return {"model": model, "output_dir": out, "history": history, "epochs_done": len(history),
             "wall_seconds": wall, "cpu_seconds": cpu, "paths": paths}
+
+
+# ==========================================================================================
+# Fast R-CNN's batches and R-CNN's stages
+
+
+def proposal_training_dataset(model, dataset, config, cache_dir=None):
+    """Fast R-CNN's training batches: :func:`rcnn_zoo.data.make_tf_dataset` (resized by the
+    model's rule, ``config``'s flip and jitter, shuffled) with each image's selective search
+    proposals attached by :func:`rcnn_zoo.proposals.add_proposals` (scaled and mirrored with
+    the image). The proposals are computed once per image with
+    :func:`rcnn_zoo.inference.image_proposals` and cached in ``cache_dir``.
+
+    Returns:
+        ``tf.data.Dataset`` of ``({"images", "image_sizes", "proposals" [B, R, 4]},
+        {"boxes", "labels"})``, ``ceil(N / batch_size)`` batches an epoch.
+    """
+    from rcnn_zoo.proposals import add_proposals  # noqa: PLC0415 (OpenCV is optional)
+
+    records = dataset.records
+    proposals = image_proposals(model, [r.image_path for r in records], cache_dir=cache_dir,
+                                verbose=config.verbose)
+    batches = make_tf_dataset(
+        records, batch_size=config.batch_size, training=True, min_size=model.image_min_size,
+        max_size=model.image_max_size, flip=config.flip, jitter=config.jitter or None, seed=config.seed,
+        use_difficult=dataset.use_difficult, cache=True, return_metadata=True,
+    )
+    batches = add_proposals(batches, proposals)
+    return batches.map(lambda inputs, targets: (inputs, {"boxes": targets["boxes"], "labels": targets["labels"]}))
+
+
+def _rcnn_regions(model, dataset, cache_dir=None, verbose=1):
+    """R-CNN's candidate regions (:meth:`RCNN.prepare_regions`) of a training set: each image
+    decoded as the input pipeline decodes it, its objects (difficult ones left out unless the
+    dataset uses them) and its selective search proposals (cached in ``cache_dir``)."""
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    records = dataset.records
+    proposals = image_proposals(model, [r.image_path for r in records], cache_dir=cache_dir, verbose=verbose)
+    images, boxes, labels = [], [], []
+    for record in records:
+        data = tf.io.read_file(record.image_path)
+        images.append(tf.io.decode_image(data, channels=3, expand_animations=False).numpy())
+        keep = np.ones(len(record.labels), bool) if dataset.use_difficult else ~record.difficult
+        boxes.append(boxes_in_model_format(model, record.boxes[keep], record.height, record.width))
+        labels.append(record.labels[keep])
+    return model.prepare_regions(images, boxes, labels, proposals=proposals)
+
+
+def train_rcnn_stages(model, regions, config, paths, initial_epoch=0, callbacks=None, val_batches=None,
+                      num_val_images=0):
+    """R-CNN's three training stages, with ``rcnn-zoo train``'s options mapped onto them.
+
+    1. :meth:`RCNN.fine_tune`: epochs ``initial_epoch … config.epochs`` of ``ceil(K / n)``
+       batches of ``n = 32 · config.batch_size`` warped regions (25 % foreground, drawn anew
+       every epoch), ``K`` the candidate regions (ground truth + proposals): an epoch draws
+       about as many regions as there are. Optimizer, ``lr``, weight decay and the warm-up +
+       cosine curve as for the other detectors; ``history.csv`` gets a row per epoch (``loss``,
+       ``accuracy``, ``lr``) and the plot is redrawn. ``callbacks`` run in this stage's ``fit``.
+    2. :meth:`RCNN.train_svms` with the paper's settings (C = 1e-3, 3 rounds of hard negative
+       mining).
+    3. :meth:`RCNN.train_box_regressors` (ridge, λ = 1000).
+
+    Then ``paths["last"]`` is written; with ``val_batches`` (:func:`rcnn_zoo.evaluation.
+    evaluation_batches`) the validation mAP (``config.metric``) goes into the last row of
+    ``history.csv``, and ``paths["best"]`` is written when it beats every earlier run's.
+    """
+    region_batch = RCNN_REGIONS_PER_BATCH_IMAGE * config.batch_size
+    steps = max(1, math.ceil(len(regions) / region_batch))
+    data = model.fine_tune_dataset(regions, num_batches=steps, batch_size=region_batch, seed=config.seed)
+    earlier = [r for r in read_history(paths["history"]) if r["epoch"] < initial_epoch]
+    advice = (f"nothing was saved (R-CNN writes last.keras after its last stage). Try a lower --lr "
+              f"(now {config.lr:g}) and run the command again")
+    stage_callbacks = [
+        StopOnDivergence(advice),
+        CosineLearningRate(config.lr, config.epochs, steps, config.warmup_epochs),
+        HistoryCSV(paths["history"], earlier),
+        TrainingCurves(paths["history"], paths["curves"]),
+    ] + list(callbacks or [])
+    say = print if config.verbose else (lambda *args, **kwargs: None)
+    say(f"R-CNN stage 1 of 3: fine-tuning the CNN on {len(regions)} regions, epochs {initial_epoch + 1}–"
+        f"{config.epochs}, {steps} batch(es) of {region_batch} warped regions each", flush=True)
+    model.fine_tune(data, epochs=config.epochs, initial_epoch=initial_epoch, optimizer=_optimizer(config),
+                    callbacks=stage_callbacks, verbose=config.verbose)
+    say("R-CNN stage 2 of 3: a linear SVM per class on fc7 features, hard negative mining", flush=True)
+    model.train_svms(regions, seed=config.seed)
+    say("R-CNN stage 3 of 3: box regressors on pool5 features", flush=True)
+    model.train_box_regressors(regions, seed=config.seed)
+    save_model_atomically(model, paths["last"])
+    if val_batches is None:
+        return
+    found, truths, _ = predict_detections(model, progress(val_batches, num_val_images, verbose=config.verbose))
+    value = float(evaluate_detections(found, truths, model.num_classes, config.metric)["mAP"])
+    rows = read_history(paths["history"])
+    if rows:
+        last = dict(rows[-1], val_mAP=value)
+        HistoryCSV(paths["history"], rows[:-1]).on_epoch_end(last.pop("epoch"), last)
+        plot_training_curves(paths["history"], paths["curves"])
+    before = [r.get("val_mAP") for r in rows[:-1]]
+    before = [v for v in before if v is not None and not math.isnan(v)]
+    if not math.isnan(value) and value > max(before, default=-math.inf):
+        save_model_atomically(model, paths["best"])
+    say(f"val_mAP {value:.4f}")
 
 
 # ==========================================================================================

@@ -10,7 +10,8 @@ import keras
 
 def write_json(path, value):
     """Write strict JSON (NaN, e.g. AP of a class without objects, becomes null) atomically."""
-    tmp = path + ".tmp"
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(_plain(value), handle, indent=1, allow_nan=False)
         handle.write("\n")

@@ -47,7 +47,8 @@ def draw_detections(image, detections, class_names=None, bounding_box_format="xy
 
 def _save_atomically(image, path):
     """``image.save(path)`` as PNG through a temporary file + rename (a kill leaves the old file)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
         image.save(tmp, format="PNG")
         os.replace(tmp, path)

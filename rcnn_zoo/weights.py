@@ -56,7 +56,9 @@ from pathlib import Path
 
 import keras
 
+from rcnn_zoo import convert
 from rcnn_zoo.errors import UsageError
+from rcnn_zoo.layers import AnchorGenerator
 
 __all__ = [
     "WeightsDownloadError",
@@ -64,7 +66,6 @@ __all__ = [
     "WeightsIntegrityError",
     "WeightsMismatchError",
     "available_weights",
-    "build_pretrained",
     "find_preset",
     "preset_arguments",
     "builtin_registry_path",
@@ -576,10 +577,12 @@ def _converted_path(name, entry, source_path):
     return os.path.join(os.path.dirname(source_path), f"{stem}.rcnn_zoo-{digest}.weights.h5")
 
 
-def _convert(name, entry, source_path, converted_path):
-    from rcnn_zoo import convert  # noqa: PLC0415 (imported only when converting)
-    import rcnn_zoo.models as models  # noqa: PLC0415 (cycle)
-
+def _convert(name, entry, source_path, converted_path, detector):
+    """Convert the checkpoint ``source_path`` of entry ``name`` into a ``detector`` (class)
+    built with the entry's arguments, and save its weights as ``converted_path``."""
+    if detector is None:
+        raise ValueError(f"the {name!r} weights are a PyTorch checkpoint that is not converted yet; "
+                         f"load them through the detector: rcnn_zoo.{_detector_of(entry)}(weights={name!r})")
     converter = convert.get_converter(entry["convert"])
     state_dict = convert.read_state_dict(source_path)
     expected = int(entry["model"]["num_classes"])
@@ -588,16 +591,18 @@ def _convert(name, entry, source_path, converted_path):
         raise WeightsMismatchError(
             f"registry entry {name!r} says num_classes={expected} but {source_path} has {found}"
         )
-    model = getattr(models, _detector_of(entry))(**entry["model"])
+    model = detector(**entry["model"])
     convert.convert_state_dict(converter, state_dict, model=model, **entry.get("convert_options", {}))
     del state_dict
     convert.save_detector(model, converted_path)
     return converted_path
 
 
-def weights_file(name, cache_dir=None):
+def weights_file(name, cache_dir=None, detector=None):
     """Local path of the loadable ``.weights.h5`` / ``.keras`` file of registered ``name``:
-    downloaded, verified and converted as needed (see the module docstring)."""
+    downloaded, verified and converted as needed (see the module docstring). ``detector``: the
+    detector class to convert a PyTorch checkpoint into (needed the first time only; this module
+    sits below the models and builds none itself)."""
     entry = get_weights_entry(name)
     if entry.get("file"):
         path = _local_file(name, entry)
@@ -616,7 +621,7 @@ def weights_file(name, cache_dir=None):
         return source_path
     converted = _converted_path(name, entry, source_path)
     if not os.path.exists(converted):
-        _convert(name, entry, source_path, converted)
+        _convert(name, entry, source_path, converted, detector)
     return converted
 
 
@@ -821,7 +826,7 @@ def load_weights_file(model, path, strict=False):
         raise ValueError(
             f"{path} is a PyTorch checkpoint. Convert it first: rcnn-zoo convert --from "
             "torchvision|torchvision_v2|torchvision_mobilenet|mmdet --input <file.pth> "
-            "--output <file.weights.h5> (or rcnn_zoo.convert.convert_checkpoint), then pass the "
+            "--output <file.weights.h5> (or rcnn_zoo.convert.checkpoint.convert_checkpoint), then pass the "
             ".weights.h5."
         )
     if not path.endswith((".weights.h5", ".keras")):
@@ -848,8 +853,6 @@ def _normalised(value):
 
 def _check_entry_fits(model, name, entry, strict):
     """Refuse structural mismatches before downloading; warn about behaviour differences."""
-    from rcnn_zoo.layers import AnchorGenerator  # noqa: PLC0415 (cycle)
-
     arguments = entry["model"]
     backbone = arguments.get("backbone")
     if backbone != getattr(model, "backbone_name", backbone):
@@ -940,7 +943,7 @@ def load_detector_weights(model, weights, strict=False, cache_dir=None):
         )
     key, entry = found
     _check_entry_fits(model, weights, entry, strict)
-    path = weights_file(key, cache_dir=cache_dir)
+    path = weights_file(key, cache_dir=cache_dir, detector=type(model))
     check_weights_file(path, advice=_damaged_registered_file_advice(key, entry, path))
     skipped = load_weights_file(model, path, strict=strict)
     if not skipped and model.class_names is None and entry.get("class_names"):
@@ -962,17 +965,3 @@ def _damaged_registered_file_advice(name, entry, path):
         f"it is rcnn_zoo's cached copy of the {name!r} weights: delete it (rm {path}) and load them "
         "again to download it anew"
     )
-
-
-def build_pretrained(name, strict=False, cache_dir=None, **overrides):
-    """The detector of registry entry ``name`` with its weights: ``Detector(weights=name,
-    **overrides)`` for the entry's detector class (kept for older code; prefer
-    ``rcnn_zoo.FasterRCNN(weights=name)`` or ``FasterRCNN.from_preset(name)``).
-    """
-    import rcnn_zoo.models as models  # noqa: PLC0415 (cycle)
-
-    entry = get_weights_entry(name)
-    detector = getattr(models, _detector_of(entry))
-    model = detector(weights=None, **preset_arguments(detector.__name__, entry.get("preset", name), overrides))
-    load_detector_weights(model, entry.get("preset", name), strict=strict, cache_dir=cache_dir)
-    return model

@@ -9,7 +9,7 @@ batch norm. ImageNet weights are copied by layer name from ``keras.applications`
 import keras
 from keras import layers
 
-from rcnn_zoo.backbones.base import check_weights_argument, load_imagenet
+from rcnn_zoo.backbones.base import Backbone, check_weights_argument, load_imagenet
 
 BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 _BN_EPSILON = 1.001e-5  # keras.applications' value; torchvision uses 1e-5 (converters adjust)
@@ -126,8 +126,6 @@ def copy_imagenet_weights(depth_name, targets):
 
 def build_resnet_c4(depth_name, weights=None, frozen_bn=True):
     """ResNet C4 layout: RPN and RoI pooling on conv4 (stride 16), conv5 run per RoI."""
-    from rcnn_zoo.backbones.base import Backbone  # noqa: PLC0415 (avoid import cycle at top)
-
     check_weights_argument(depth_name, weights)
     full = resnet_trunk(depth_name, stride_in_1x1=True, frozen_bn=frozen_bn)
     trunk = keras.Model(full.input, {"C4": full.get_layer(f"conv4_block{BLOCKS[depth_name][2]}_out").output},

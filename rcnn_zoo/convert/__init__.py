@@ -1,6 +1,6 @@
 """Convert published PyTorch detection checkpoints into rcnn_zoo detectors, without PyTorch.
 
-    from rcnn_zoo.convert import convert_checkpoint
+    from rcnn_zoo.convert.checkpoint import convert_checkpoint
     model = convert_checkpoint("torchvision", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
                                "coco.weights.h5", bn_epsilon=0.0)
 
@@ -10,6 +10,10 @@ converter in :data:`CONVERTERS` onto a ``FasterRCNN`` built with the converter's
 ``model_arguments`` and written with ``model.save_weights`` (``.weights.h5``) or ``model.save``
 (``.keras``). Load a ``.weights.h5`` into a detector built with the same arguments (printed by
 the command); a ``.keras`` file carries them.
+
+This package maps arrays onto a detector it is given and never imports :mod:`rcnn_zoo.models`
+(the weights registry below the models uses it to convert downloads); building a detector for a
+checkpoint is :mod:`rcnn_zoo.convert.checkpoint`, above the models.
 """
 
 import dataclasses
@@ -33,7 +37,6 @@ __all__ = [
     "ConversionError",
     "Converter",
     "UnsafeCheckpointError",
-    "convert_checkpoint",
     "convert_state_dict",
     "get_converter",
     "read_pth",
@@ -117,33 +120,25 @@ def get_converter(name):
     return CONVERTERS[key]
 
 
-def convert_state_dict(converter, state_dict, num_classes=None, model=None, **options):
-    """Write a source state dict into an rcnn_zoo detector.
+def convert_state_dict(converter, state_dict, model, **options):
+    """Write a source state dict into the rcnn_zoo detector ``model``.
 
     Args:
         converter: a :class:`Converter` or its name.
         state_dict: ``{name: numpy array}`` (see :func:`read_state_dict`).
-        num_classes: foreground classes of the result; default the checkpoint's. When it
-            differs, everything except the class-specific predictor is converted and the
+        model: a built detector to write into. When its ``num_classes`` differs from the
+            checkpoint's, everything except the class-specific predictor is converted and the
             predictor keeps its initialisation (a warning names it) — the fine-tuning start.
-        model: an already built detector to write into (its ``num_classes`` wins); by default
-            ``FasterRCNN(**converter.model_arguments(num_classes))`` is built.
+            (:func:`rcnn_zoo.convert.checkpoint.convert_to_detector` builds one for you.)
         **options: converter options (``bn_epsilon=`` the source's batch-norm epsilon).
 
     Returns:
-        The detector holding the converted weights.
+        ``model``, holding the converted weights.
     """
     if isinstance(converter, str):
         converter = get_converter(converter)
     checkpoint_classes = converter.checkpoint_num_classes(state_dict)
-    if model is not None:
-        num_classes = model.num_classes
-    elif num_classes is None:
-        num_classes = checkpoint_classes
-    if model is None:
-        from rcnn_zoo.models.faster_rcnn import FasterRCNN  # noqa: PLC0415 (heavy, and a cycle)
-
-        model = FasterRCNN(**converter.model_arguments(num_classes))
+    num_classes = model.num_classes
     merged = {**converter.options, **options}
     weights = converter.layer_weights(state_dict, **merged)
     leave = ()
@@ -159,26 +154,6 @@ def convert_state_dict(converter, state_dict, num_classes=None, model=None, **op
         # Fast R-CNN takes external proposals: the checkpoint's RPN has no place in it.
         weights = {layer: arrays for layer, arrays in weights.items() if not layer.startswith("rpn_head")}
     assign_layer_weights(model, weights, leave_initialised=leave)
-    return model
-
-
-def convert_checkpoint(source, input_path, output_path=None, num_classes=None, **options):
-    """Read a ``.pth``, convert it and optionally save the result.
-
-    Args:
-        source: converter name or alias (``"torchvision"``, ``"mmdet"``).
-        input_path: the ``.pth`` file.
-        output_path: ``*.weights.h5`` (``save_weights``) or ``*.keras`` (whole model), or
-            ``None`` to only return the model. Written atomically (temporary file, then rename).
-        num_classes, **options: as :func:`convert_state_dict`.
-
-    Returns:
-        The converted detector.
-    """
-    state_dict = read_state_dict(input_path)
-    model = convert_state_dict(source, state_dict, num_classes=num_classes, **options)
-    if output_path is not None:
-        save_detector(model, output_path)
     return model
 
 

@@ -63,9 +63,9 @@ def run_convert(args):
     from rcnn_zoo.convert import (  # noqa: PLC0415 (TensorFlow import only when running)
         CheckpointFormatError,
         ConversionError,
-        convert_checkpoint,
         get_converter,
     )
+    from rcnn_zoo.convert.checkpoint import convert_checkpoint  # noqa: PLC0415 (likewise)
 
     converter = get_converter(args.source)
     options = {} if args.bn_epsilon is None else {"bn_epsilon": args.bn_epsilon}

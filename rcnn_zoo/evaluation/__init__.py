@@ -9,7 +9,7 @@ from rcnn_zoo.evaluation.callback import (
     predict_detections,
 )
 from rcnn_zoo.evaluation.coco import COCO_STAT_NAMES, coco_evaluate, coco_results
-from rcnn_zoo.evaluation.report import evaluate_model, format_ap_table
+from rcnn_zoo.evaluation.report import evaluate_model, evaluation_batches, format_ap_table
 from rcnn_zoo.evaluation.voc import voc_ap, voc_ap_per_class
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "predict_detections",
     "evaluate_detections",
     "evaluate_model",
+    "evaluation_batches",
     "format_ap_table",
     "METRICS",
 ]

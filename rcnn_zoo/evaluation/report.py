@@ -2,23 +2,52 @@
 the VOC and COCO metrics, and the table printed from them.
 
 Shape shorthand: ``C`` classes. Predictions are made one original image at a time
-(:func:`rcnn_zoo.data.evaluation_dataset`) and compared in original pixels.
+(:func:`rcnn_zoo.data.evaluation_dataset`) and compared in original pixels. Detectors that score
+proposals computed outside the network (Fast R-CNN, R-CNN) get each image's selective search
+proposals with the batch (:func:`evaluation_batches`).
 """
 
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from rcnn_zoo.data.training_pipeline import evaluation_dataset
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.evaluation.callback import METRICS, evaluate_detections, predict_detections
 from rcnn_zoo.evaluation.coco import coco_evaluate
+from rcnn_zoo.inference import boxes_in_model_format, image_proposals, needs_proposals
 from rcnn_zoo.utils import progress
 
-__all__ = ["evaluate_model", "format_ap_table"]
+__all__ = ["evaluate_model", "evaluation_batches", "format_ap_table"]
 
 
-def evaluate_model(model, dataset, metrics=("voc",), iou_threshold=0.5, verbose=1):
+def evaluation_batches(model, dataset, proposal_cache=None, verbose=1):
+    """The batches :func:`rcnn_zoo.evaluation.predict_detections` reads for ``model``: one
+    original image each (:func:`rcnn_zoo.data.evaluation_dataset`), and for detectors that
+    score external proposals (Fast R-CNN, R-CNN) its selective search proposals as
+    ``inputs["proposals"]`` ``[1, R, 4]`` (the model's box format, original pixels, zero padded).
+
+    ``proposal_cache``: folder of the proposals' on-disk cache (:func:`rcnn_zoo.inference.
+    image_proposals`), or None. ``verbose``: what selective search does, with a progress bar.
+    """
+    batches = evaluation_dataset(dataset)
+    if not needs_proposals(model):
+        return batches
+    from rcnn_zoo.proposals import pad_proposals  # noqa: PLC0415
+
+    records = dataset.records
+    found = image_proposals(model, [r.image_path for r in records], cache_dir=proposal_cache, verbose=verbose)
+    table = tf.constant(pad_proposals([boxes_in_model_format(model, boxes, r.height, r.width)
+                                       for boxes, r in zip(found, records)]))
+
+    def attach(inputs, targets):
+        return {**inputs, "proposals": tf.gather(table, targets["image_id"])}, targets
+
+    return batches.map(attach)
+
+
+def evaluate_model(model, dataset, metrics=("voc",), iou_threshold=0.5, verbose=1, proposal_cache=None):
     """Predict on every image of ``dataset`` and compute the requested metrics.
 
     Args:
@@ -27,6 +56,8 @@ def evaluate_model(model, dataset, metrics=("voc",), iou_threshold=0.5, verbose=
         metrics: any of ``"voc"`` (all-points AP at IoU > ``iou_threshold``), ``"voc07"``
             (11-point) and ``"coco"`` (AP@[.50:.95] with COCO areas and category ids).
         verbose: 1 shows a progress bar, 0 nothing.
+        proposal_cache: for detectors that take selective search proposals, the folder of
+            their on-disk cache (see :func:`evaluation_batches`); None computes them afresh.
 
     Returns:
         ``{metric: {"mAP": float, "per_class_AP": [C], ...}}`` plus ``"num_images"``,
@@ -36,7 +67,7 @@ def evaluate_model(model, dataset, metrics=("voc",), iou_threshold=0.5, verbose=
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
-    batches = progress(evaluation_dataset(dataset), len(dataset), verbose=verbose)
+    batches = progress(evaluation_batches(model, dataset, proposal_cache, verbose), len(dataset), verbose=verbose)
     detections, ground_truths, ids = predict_detections(model, batches)
     results = {}
     for metric in metrics:

@@ -12,8 +12,11 @@ Shapes: B images, G ground-truth boxes per image (padded with label −1), D = `
 import keras
 import tensorflow as tf
 
+from rcnn_zoo import losses as losses_module
+from rcnn_zoo.export import export_saved_model
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.models.preprocessing import check_resize_rounding, full_image_sizes, preprocess_batch
+from rcnn_zoo.weights import available_weights, preset_arguments
 
 
 def _xyxy_factors(scale):
@@ -159,8 +162,6 @@ class TwoStageDetector(keras.Model):
         Returns:
             ``(named, hyperparameters, layer_kwargs)`` dicts.
         """
-        from rcnn_zoo.weights import available_weights, preset_arguments  # noqa: PLC0415 (cycle)
-
         given = {k: v for k, v in named.items() if v is not None}
         given.update(hyperparameters)
         detector = cls.PRESET_DETECTOR or cls.__name__
@@ -327,8 +328,6 @@ class TwoStageDetector(keras.Model):
             **kwargs: passed to ``keras.Model.compile`` (``metrics``, ``jit_compile``, …).
                 ``loss`` is not accepted: the detector's losses are the four above.
         """
-        from rcnn_zoo import losses as losses_module  # noqa: PLC0415 (cycle)
-
         if "loss" in kwargs and kwargs["loss"] is not None:
             raise ValueError(
                 "Detectors compute their own multi-task loss; pass rpn_objectness_loss=, "
@@ -461,8 +460,6 @@ class TwoStageDetector(keras.Model):
         """
         if format != "tf_saved_model":
             raise ValueError(f"rcnn_zoo detectors export format 'tf_saved_model' only, got {format!r}")
-        from rcnn_zoo.export import export_saved_model  # noqa: PLC0415 (cycle)
-
         return export_saved_model(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
 
     # ------------------------------------------------------------------ config

@@ -34,6 +34,7 @@ from rcnn_zoo.layers import RoIAlign, RoIPooling
 from rcnn_zoo.models.detector import TwoStageDetector, _columns, _xyxy_factors, unpack_images
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.targets import sample_rois
+from rcnn_zoo.weights import load_detector_weights
 
 # Paper defaults (Fast R-CNN §2–§3 and its released code), overridden by the backbone's own
 # defaults for these keys (e.g. the tiny backbone's narrow head and no resizing), overridden by
@@ -182,8 +183,6 @@ class FastRCNN(TwoStageDetector):
         self.feature_strides = spec.strides
         self._build_layers(spec, hp)
         if weights is not None:
-            from rcnn_zoo.weights import load_detector_weights  # noqa: PLC0415 (cycle)
-
             load_detector_weights(self, weights)
 
     # ------------------------------------------------------------------ construction

@@ -16,6 +16,7 @@ from rcnn_zoo.heads import BoxPredictor, FCBoxHead, MultiLevelRoIAlign, Res5BoxH
 from rcnn_zoo.layers import AnchorGenerator, ProposalLayer, RoIAlign, RoIPooling
 from rcnn_zoo.models.detector import TwoStageDetector, unpack_images
 from rcnn_zoo.targets import rpn_targets, sample_rois
+from rcnn_zoo.weights import load_detector_weights
 
 # Paper defaults (Faster R-CNN, section 3.1.3 and 3.3; Fast R-CNN section 2.3), overridden by
 # the backbone's own defaults (e.g. torchvision's for resnet50_fpn), overridden by the caller.
@@ -169,8 +170,6 @@ class FasterRCNN(TwoStageDetector):
         self.feature_strides = spec.strides
         self._build_layers(spec, hp)
         if weights is not None:
-            from rcnn_zoo.weights import load_detector_weights  # noqa: PLC0415 (cycle)
-
             load_detector_weights(self, weights)
 
     # ------------------------------------------------------------------ construction

@@ -52,6 +52,7 @@ import tensorflow as tf
 from keras import layers
 
 from rcnn_zoo.backbones import build_backbone
+from rcnn_zoo.export import export_saved_model
 from rcnn_zoo.heads import FCBoxHead
 from rcnn_zoo.models import preprocessing
 from rcnn_zoo.ops import boxes as box_ops
@@ -1029,6 +1030,14 @@ class RCNN(keras.Model):
         return history
 
     # ------------------------------------------------------------------ config
+    def export(self, filepath, format="tf_saved_model", verbose=True, input_type="image_tensor", **kwargs):
+        """Write a SavedModel for TF Serving (Keras 3's export entry point): images and their
+        selective-search ``proposals [B,R,4]`` (computed by the client, e.g. with
+        :meth:`propose`) in, detections out; see :func:`rcnn_zoo.export.export_saved_model`."""
+        if format != "tf_saved_model":
+            raise ValueError(f"rcnn_zoo detectors export format 'tf_saved_model' only, got {format!r}")
+        return export_saved_model(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
+
     def get_config(self):
         return {
             "name": self.name,

@@ -6,8 +6,9 @@ from rcnn_zoo.models.fast_rcnn import FastRCNN
 from rcnn_zoo.models.faster_rcnn import FasterRCNN
 from rcnn_zoo.models.rcnn import RCNN
 from rcnn_zoo.models.rfcn import RFCN
+from rcnn_zoo.weights import get_weights_entry, load_detector_weights, preset_arguments
 
-__all__ = ["DETECTORS", "detector_name", "get_detector"]
+__all__ = ["DETECTORS", "build_pretrained", "detector_name", "get_detector"]
 
 # Paper order is not alphabetical: the name a user types → the class.
 DETECTORS = {
@@ -39,3 +40,14 @@ def detector_name(model):
             if base is registered:
                 return name
     raise ValueError(f"{cls.__name__} is not a registered detector ({', '.join(DETECTORS)})")
+
+
+def build_pretrained(name, strict=False, cache_dir=None, **overrides):
+    """The detector of weights-registry entry ``name`` (its ``"detector"`` field, default Faster
+    R-CNN) with its weights: ``Detector(weights=name, **overrides)``. For code that knows the
+    weight name but not the detector (``rcnn-zoo predict --weights NAME``)."""
+    entry = get_weights_entry(name)
+    detector = get_detector(entry.get("detector", "FasterRCNN"))
+    model = detector(weights=None, **preset_arguments(detector.__name__, entry.get("preset", name), overrides))
+    load_detector_weights(model, entry.get("preset", name), strict=strict, cache_dir=cache_dir)
+    return model

@@ -13,6 +13,7 @@ from rcnn_zoo import FasterRCNN
 from rcnn_zoo.convert import ConversionError, convert_state_dict
 from rcnn_zoo.convert import mmdet_r50_fpn as mm
 from rcnn_zoo.convert.cli import add_convert_parser, run_convert
+from rcnn_zoo.models.registry import build_pretrained
 from torch_checkpoint_writer import write_legacy_checkpoint
 
 NUM_CLASSES = 20
@@ -170,7 +171,7 @@ def test_voc_entry_downloads_and_converts_a_pth(converted, tmp_path, monkeypatch
     registry.write_text(json.dumps({"format": weights.REGISTRY_FORMAT, "weights": {"voc_local": entry}}))
     monkeypatch.setenv(weights.REGISTRY_ENV, str(registry))
     monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    model = weights.build_pretrained("voc_local")
+    model = build_pretrained("voc_local")
     assert model.class_names == entry["class_names"]
     assert model.hp["anchor_style"] == "detectron2" and model.image_min_size == 600
     assert model.hp["roi_aligned"] is True  # MMCV's RoIAlign is half-pixel aligned

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rcnn_zoo import FasterRCNN, convert, weights
+from rcnn_zoo.convert.checkpoint import convert_to_detector
 from torch_checkpoint_writer import write_zip_checkpoint
 
 CLASSES = ["circle", "square", "triangle"]
@@ -184,7 +185,7 @@ def test_convert_state_dict_to_other_classes_and_save(trained, tmp_path):
     converter = _identity_converter([])
     state = {v.path: v.numpy() for v in model.weights}
     with pytest.warns(UserWarning, match="3 classes, the model 5.*box_predictor/cls_score"):
-        tuned = convert.convert_state_dict(converter, state, num_classes=5)
+        tuned = convert_to_detector(converter, state, num_classes=5)
     assert tuned.num_classes == 5
     _assert_same_weights(tuned, model, skip=("box_predictor/",))
     output = tmp_path / "tuned.keras"
