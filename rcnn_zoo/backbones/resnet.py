@@ -148,8 +148,6 @@ def build_resnet_c4(depth_name, weights=None, frozen_bn=True):
 def build_resnet_dilated_c5(depth_name, weights=None, frozen_bn=True):
     """R-FCN layout (Dai et al. 2016, section 3.2): conv4 (stride 16) for the RPN, and conv5 run
     on the whole image with stride 1 and dilation 2 (à trous), so C5 is also stride 16."""
-    from rcnn_zoo.backbones.base import Backbone  # noqa: PLC0415
-
     check_weights_argument(depth_name, weights)
     counts = BLOCKS[depth_name]
     images = keras.Input((None, None, 3), name="images")
