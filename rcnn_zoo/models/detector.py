@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from rcnn_zoo import losses as losses_module
 from rcnn_zoo.export import export_saved_model
+from rcnn_zoo.heads.postprocess import classwise_nms, decode_class_boxes
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.models.preprocessing import check_resize_rounding, full_image_sizes, preprocess_batch
 from rcnn_zoo.weights import available_weights, preset_arguments
@@ -180,6 +181,18 @@ class TwoStageDetector(keras.Model):
             raise TypeError(f"{cls.__name__} got unknown arguments {sorted(unknown)}")
         return named, arguments, layer_kwargs
 
+    # ------------------------------------------------------------------ architecture
+    def hyperparameters(self):
+        """Every hyperparameter of this model as resolved (paper < backbone < preset < caller),
+        ``{name: value}``; what weight files are checked against."""
+        return dict(getattr(self, "hp", {}))
+
+    @property
+    def anchors_per_location(self):
+        """Anchors per feature-map location of the RPN (``None`` without an RPN)."""
+        generator = getattr(self, "anchor_generator", None)
+        return None if generator is None else generator.num_anchors_per_location[0]
+
     # ------------------------------------------------------------------ images and targets
     def preprocess(self, images, image_sizes=None):
         """Raw pixels → ``(normalised padded batch [B,H',W',3], resized sizes [B,2] int32,
@@ -271,39 +284,14 @@ class TwoStageDetector(keras.Model):
             dict ``boxes [B,D,4]`` (xyxy, resized pixels), ``scores [B,D]``, ``labels [B,D]``
             int32 (0…C−1, −1 padding), ``num_detections [B]`` int32.
         """
-        logits = tf.cast(logits, tf.float32)
-        deltas = tf.cast(deltas, tf.float32)
-        probs = tf.nn.softmax(logits, axis=-1)[..., 1:]
-        if deltas.shape.rank == 3:
-            boxes = box_ops.decode(deltas, rois, box_weights)[:, :, None, :]
-        else:
-            boxes = box_ops.decode(deltas[:, :, 1:, :], rois[:, :, None, :], box_weights)
-        height, width = _columns(resized_sizes)
-        boxes = box_ops.clip_to_image(boxes, height[..., None], width[..., None])
-        w = boxes[..., 2] - boxes[..., 0]
-        h = boxes[..., 3] - boxes[..., 1]
-        # Drop padded RoIs and (near) empty boxes as torchvision does (min side 1e-2 px).
-        keep = roi_valid[..., None] & (w >= 1e-2) & (h >= 1e-2)
-        probs = tf.where(keep, probs, 0.0)
-        nmsed = tf.image.combined_non_max_suppression(
-            boxes,
-            probs,
-            max_output_size_per_class=self.max_detections,
-            max_total_size=self.max_detections,
-            iou_threshold=self.nms_threshold,
-            score_threshold=self.score_threshold,
-            pad_per_class=False,
-            clip_boxes=False,
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)[..., 1:]
+        if deltas.shape.rank == 4:
+            deltas = deltas[:, :, 1:, :]  # row 0 (background) is never decoded
+        boxes, big_enough = decode_class_boxes(rois, deltas, box_weights, resized_sizes)
+        return classwise_nms(
+            boxes, probs, roi_valid[..., None] & big_enough,
+            self.score_threshold, self.nms_threshold, self.max_detections,
         )
-        count = tf.cast(nmsed.valid_detections, tf.int32)
-        valid = tf.range(self.max_detections)[None, :] < count[:, None]
-        labels = tf.where(valid, tf.cast(nmsed.nmsed_classes, tf.int32), -1)
-        return {
-            "boxes": nmsed.nmsed_boxes,
-            "scores": nmsed.nmsed_scores,
-            "labels": labels,
-            "num_detections": count,
-        }
 
     # ------------------------------------------------------------------ training protocol
     def compile(
