@@ -3,6 +3,7 @@
 from rcnn_zoo.heads.conv_fc import ConvFCBoxHead
 from rcnn_zoo.heads.fast_rcnn import BoxPredictor, FCBoxHead, Res5BoxHead
 from rcnn_zoo.heads.poolers import MultiLevelRoIAlign, assign_fpn_levels
+from rcnn_zoo.heads.rcnn_head import RCNNHead
 from rcnn_zoo.heads.rpn import RPNHead
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "BoxPredictor",
     "MultiLevelRoIAlign",
     "assign_fpn_levels",
+    "RCNNHead",
 ]
