@@ -2,7 +2,8 @@
 
 Readers (``read_voc``, ``read_coco``) return a :class:`DetectionDataset` of
 :class:`DetectionRecord` s (boxes float32 xyxy continuous pixels, labels ``0 … C−1``);
-``dataset.to_tf_dataset(...)`` / :func:`make_tf_dataset` build the ``tf.data`` pipeline.
+``dataset.to_tf_dataset(...)`` / :func:`make_tf_dataset` build the ``tf.data`` pipeline, one
+pass (``pipeline.detection_batches``) over the stages of ``stages`` and ``augment``.
 :func:`load_dataset` reads a dataset by format (what ``rcnn-zoo`` does); :func:`training_dataset`
 (augmented, resized by the detector's rule) and :func:`evaluation_dataset` are the input
 pipelines of ``rcnn-zoo train`` and ``evaluate``.

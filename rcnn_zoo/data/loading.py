@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from rcnn_zoo.data.coco import read_coco
-from rcnn_zoo.data.pipeline import DatasetError, DetectionDataset
+from rcnn_zoo.data.checks import DatasetError
+from rcnn_zoo.data.pipeline import DetectionDataset
 from rcnn_zoo.data.voc import read_voc
 from rcnn_zoo.errors import UsageError
 
