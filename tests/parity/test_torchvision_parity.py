@@ -160,7 +160,7 @@ def _stages(model, image):
     normalised, resized, scale = model.preprocess(tf.constant(image[None]))
     features = model.backbone(normalised, training=False)
     levels = [features[name] for name in model.rpn_feature_names]
-    anchors = model.anchor_generator(levels, image_shape=tf.shape(normalised)[1:3])
+    anchors = model.rpn.anchor_generator(levels, image_shape=tf.shape(normalised)[1:3])
     return normalised, resized, features, anchors
 
 
