@@ -1,6 +1,6 @@
 """Convert published PyTorch detection checkpoints into rcnn_zoo detectors, without PyTorch.
 
-    from rcnn_zoo.convert.checkpoint import convert_checkpoint
+    from rcnn_zoo.models.from_checkpoint import convert_checkpoint
     model = convert_checkpoint("torchvision", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
                                "coco.weights.h5", bn_epsilon=0.0)
 
@@ -13,7 +13,7 @@ the command); a ``.keras`` file carries them.
 
 This package maps arrays onto a detector it is given and never imports :mod:`rcnn_zoo.models`
 (the weights registry below the models uses it to convert downloads); building a detector for a
-checkpoint is :mod:`rcnn_zoo.convert.checkpoint`, above the models.
+checkpoint is :mod:`rcnn_zoo.models.from_checkpoint`, in the models.
 """
 
 import dataclasses
@@ -129,7 +129,7 @@ def convert_state_dict(converter, state_dict, model, **options):
         model: a built detector to write into. When its ``num_classes`` differs from the
             checkpoint's, everything except the class-specific predictor is converted and the
             predictor keeps its initialisation (a warning names it) — the fine-tuning start.
-            (:func:`rcnn_zoo.convert.checkpoint.convert_to_detector` builds one for you.)
+            (:func:`rcnn_zoo.models.from_checkpoint.convert_to_detector` builds one for you.)
         **options: converter options (``bn_epsilon=`` the source's batch-norm epsilon).
 
     Returns:

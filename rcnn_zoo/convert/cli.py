@@ -5,20 +5,27 @@
     rcnn-zoo convert --from mmdet --input faster_rcnn_r50_fpn_1x_voc0712_20200624-c9895d40.pth \\
         --output voc.keras
 
-The main CLI adds the subcommand with :func:`add_convert_parser` and calls :func:`run_convert`;
-``python -m rcnn_zoo.convert`` runs it alone.
+The main CLI adds the subcommand with :func:`add_convert_parser`, giving it the function that
+builds and fills the detector (:func:`rcnn_zoo.models.from_checkpoint.convert_checkpoint`): this
+package sits below the models and builds none itself. :func:`run_convert` runs the parsed command.
 """
 
-import argparse
 import json
 import sys
+
+from rcnn_zoo.convert import CheckpointFormatError, ConversionError, get_converter
 
 SOURCES = ("torchvision", "torchvision_v2", "torchvision_mobilenet", "mmdet")
 EXIT_USAGE = 2  # a checkpoint that cannot be read or converted: the user's input, as in rcnn-zoo
 
 
-def add_convert_parser(subparsers):
-    """Add the ``convert`` subcommand to an ``argparse`` subparsers object; returns its parser."""
+def add_convert_parser(subparsers, convert_checkpoint=None):
+    """Add the ``convert`` subcommand to an ``argparse`` subparsers object; returns its parser.
+
+    ``convert_checkpoint(source, input_path, output_path, num_classes=..., **options)`` builds the
+    detector and converts into it (:func:`rcnn_zoo.models.from_checkpoint.convert_checkpoint`);
+    it travels in the parsed arguments to :func:`run_convert`.
+    """
     parser = subparsers.add_parser(
         "convert",
         help="convert a torchvision / MMDetection Faster R-CNN checkpoint (.pth) to rcnn_zoo weights",
@@ -29,7 +36,7 @@ def add_convert_parser(subparsers):
         ),
     )
     _add_arguments(parser)
-    parser.set_defaults(func=run_convert)
+    parser.set_defaults(func=run_convert, convert_checkpoint=convert_checkpoint)
     return parser
 
 
@@ -58,15 +65,15 @@ def _add_arguments(parser):
 
 
 def run_convert(args):
-    """Run the conversion described by parsed ``args``; returns a process exit code (0, or 2
-    when the input is missing or not a checkpoint that converts)."""
-    from rcnn_zoo.convert import (  # noqa: PLC0415 (TensorFlow import only when running)
-        CheckpointFormatError,
-        ConversionError,
-        get_converter,
-    )
-    from rcnn_zoo.convert.checkpoint import convert_checkpoint  # noqa: PLC0415 (likewise)
-
+    """Run the conversion described by ``args`` (parsed by :func:`add_convert_parser`'s parser);
+    returns a process exit code (0, or 2 when the input is missing or not a checkpoint that
+    converts)."""
+    convert_checkpoint = getattr(args, "convert_checkpoint", None)
+    if convert_checkpoint is None:  # a program error: the command was added without a builder
+        raise TypeError(
+            "rcnn-zoo convert was added without a detector builder: call add_convert_parser("
+            "subparsers, rcnn_zoo.models.from_checkpoint.convert_checkpoint)"
+        )
     converter = get_converter(args.source)
     options = {} if args.bn_epsilon is None else {"bn_epsilon": args.bn_epsilon}
     try:
@@ -82,13 +89,3 @@ def run_convert(args):
         print("Load it into a detector built with these arguments:")
         print(f"  FasterRCNN(**{json.dumps(arguments)}, weights={str(args.output)!r})")
     return 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m rcnn_zoo.convert", description=__doc__.split("\n")[0])
-    _add_arguments(parser)
-    return run_convert(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,6 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
+from rcnn_zoo.layers.roi_pooling import rois_to_rows
 from rcnn_zoo.ops import roi_align
 
 
@@ -23,14 +24,6 @@ def assign_fpn_levels(boxes, min_level, max_level, canonical_size=224.0, canonic
     # eps as torchvision: a box of exactly 224 px goes to level 4, not 3 from rounding.
     level = tf.floor(canonical_level + tf.math.log(size / canonical_size + 1e-8) / tf.math.log(2.0) + 1e-6)
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
-
-
-def flat_rois(rois):
-    """``[B, R, 4]`` → ``[B·R, 5]`` rows ``(batch_index, x1, y1, x2, y2)``."""
-    shape = tf.shape(rois)
-    index = tf.repeat(tf.range(shape[0]), shape[1])
-    flat = tf.reshape(rois, (-1, 4))
-    return tf.concat([tf.cast(index, flat.dtype)[:, None], flat], axis=1)
 
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
@@ -51,7 +44,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
     def call(self, features, rois):
         levels = [int(round(math.log2(s))) for s in self.strides]
         shape = tf.shape(rois)
-        rows = flat_rois(tf.cast(rois, tf.float32))
+        rows = rois_to_rows(rois)  # float32
         level = assign_fpn_levels(rows[:, 1:], levels[0], levels[-1]) - levels[0]
         parts = tf.dynamic_partition(rows, level, len(levels))
         positions = tf.dynamic_partition(tf.range(tf.shape(rows)[0]), level, len(levels))

@@ -9,7 +9,8 @@ import keras
 import tensorflow as tf
 
 from rcnn_zoo import ops
-from rcnn_zoo.layers.roi_pooling import _check_rank, pool_pair, rois_to_rows, rows_to_per_image
+from rcnn_zoo.layers.roi_pooling import _check_rank, rois_to_rows, rows_to_per_image
+from rcnn_zoo.ops._validation import pair
 
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
@@ -49,7 +50,7 @@ class RoIAlign(keras.layers.Layer):
         features = tf.convert_to_tensor(features)
         rois = tf.convert_to_tensor(rois)
         _check_rank(features, rois)
-        ph, pw = pool_pair(self.pool_size)
+        ph, pw = pair(self.pool_size, "pool_size", "RoIAlign")
         pooled = ops.roi_align(
             features,
             rois_to_rows(rois),

@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from rcnn_zoo import ops
+from rcnn_zoo.ops._validation import pair
 
 
 def rois_to_rows(rois):
@@ -37,14 +38,6 @@ def rows_to_per_image(pooled, rois, inner_shape):
     ]
     shape += [d if d is not None else dynamic[i + 1] for i, d in enumerate(inner_shape)]
     return tf.reshape(pooled, shape)
-
-
-def pool_pair(pool_size):
-    """``7`` or ``(7, 7)`` → ``(7, 7)`` as Python ints."""
-    if isinstance(pool_size, int):
-        return pool_size, pool_size
-    ph, pw = pool_size
-    return int(ph), int(pw)
 
 
 def _check_rank(features, rois):
@@ -85,7 +78,7 @@ class RoIPooling(keras.layers.Layer):
         features = tf.convert_to_tensor(features)
         rois = tf.convert_to_tensor(rois)
         _check_rank(features, rois)
-        ph, pw = pool_pair(self.pool_size)
+        ph, pw = pair(self.pool_size, "pool_size", "RoIPooling")
         pooled = ops.roi_pool(
             features, rois_to_rows(rois), pool_size=(ph, pw), spatial_scale=self.spatial_scale
         )

@@ -18,6 +18,7 @@ from rcnn_zoo.losses.detection_box_loss import DetectionBoxLoss
 from rcnn_zoo.losses.detection_classification_loss import DetectionClassificationLoss
 from rcnn_zoo.losses.rpn_objectness_loss import RPNObjectnessLoss
 from rcnn_zoo.losses.smooth_l1_box_loss import SmoothL1BoxLoss, smooth_l1
+from rcnn_zoo.losses.svm_hinge_loss import SVMHingeLoss
 
 __all__ = [
     "RPNObjectnessLoss",
@@ -25,4 +26,5 @@ __all__ = [
     "DetectionClassificationLoss",
     "DetectionBoxLoss",
     "smooth_l1",
+    "SVMHingeLoss",
 ]

@@ -9,6 +9,7 @@ from rcnn_zoo.ops._loader import fallback_reason, force_fallback, implementation
 from rcnn_zoo.ops.ps_roi_pool import ps_roi_pool
 from rcnn_zoo.ops.roi_align import roi_align
 from rcnn_zoo.ops.roi_pool import roi_pool
+from rcnn_zoo.ops.warp import warp_regions
 
 __all__ = [
     "roi_pool",
@@ -17,4 +18,5 @@ __all__ = [
     "implementation",
     "fallback_reason",
     "force_fallback",
+    "warp_regions",
 ]

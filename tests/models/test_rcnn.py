@@ -14,16 +14,11 @@ import tensorflow as tf
 
 import keras
 from rcnn_zoo.data.synthetic import generate_shapes
-from rcnn_zoo.models.rcnn import (
-    RCNN,
-    RegionSet,
-    box_regression_targets,
-    build_region_set,
-    context_boxes,
-    mine_hard_negatives,
-    svm_labels,
-    warp_regions,
-)
+from rcnn_zoo.models.rcnn import RCNN
+from rcnn_zoo.ops import boxes as box_ops
+from rcnn_zoo.ops.warp import context_boxes, warp_regions
+from rcnn_zoo.targets.regions import RegionSet, box_regression_targets, build_region_set
+from rcnn_zoo.targets.svm_targets import mine_hard_negatives, svm_labels
 
 H, W = 96, 128
 FILL = (10.0, 20.0, 30.0)
@@ -394,6 +389,55 @@ def test_softmax_classifier_scores_are_probabilities():
     out = model.predict(images, proposals=[boxes[0][boxes[0].sum(1) > 0]], verbose=0)
     n = out["num_detections"][0]
     assert n > 0 and ((out["scores"][0][:n] > 0) & (out["scores"][0][:n] < 1)).all()
+
+
+def _greedy_classwise_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
+    """NumPy reference: per class, visit boxes by descending score, keep those above the score
+    threshold that overlap no kept box of their class by more than the IoU threshold; then the
+    ``max_detections`` best over all classes."""
+    kept = []
+    for c in range(scores.shape[1]):
+        chosen = []
+        for r in np.argsort(-scores[:, c], kind="stable"):
+            if scores[r, c] <= score_threshold:
+                break
+            ious = [_iou(boxes[r, c], boxes[q, c]) for q in chosen]
+            if all(iou <= iou_threshold for iou in ious):
+                chosen.append(r)
+        kept += [(scores[r, c], c, r) for r in chosen]
+    return sorted(kept, reverse=True)[:max_detections]
+
+
+def _iou(a, b):
+    w = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+    h = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def test_postprocess_is_greedy_classwise_nms_on_svm_margins():
+    """The shared post-processing (heads/postprocess.py) on SVM margins: negative scores above
+    the −1 threshold are kept, a score exactly at it is not; distinct scores, so the order of
+    ties (which the shared path leaves to TensorFlow's combined NMS) does not enter."""
+    model = _model(max_detections=150)
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 80, (1, 40, 2))
+    proposals = np.concatenate([corners, corners + rng.uniform(4, 40, (1, 40, 2))], -1).astype("float32")
+    proposals[0, -3:] = 0.0  # padding rows
+    scores = rng.permutation(np.linspace(-1.6, 0.6, 120)).reshape(1, 40, 3).astype("float32")
+    scores[0, 0, 0] = -1.0
+    deltas = rng.normal(0, 0.1, (1, 40, 3, 4)).astype("float32")
+    out = model.postprocess(proposals, scores, deltas, tf.constant(float(H)), tf.constant(float(W)))
+    boxes = box_ops.clip_to_image(box_ops.decode(deltas, proposals[:, :, None], model.box_weights), H, W)
+    boxes = boxes.numpy()[0]
+    expected = _greedy_classwise_nms(boxes[:-3], scores[0, :-3], -1.0, 0.3, 150)
+    n = int(out["num_detections"][0])
+    assert n == len(expected) and 12 < n < 150
+    np.testing.assert_allclose(out["scores"][0][:n], [s for s, _, _ in expected], rtol=1e-6)
+    np.testing.assert_array_equal(out["labels"][0][:n], [c for _, c, _ in expected])
+    np.testing.assert_allclose(out["boxes"][0][:n], [boxes[r, c] for _, c, r in expected], atol=1e-4)
+    kept = out["scores"].numpy()[0][:n]
+    assert (kept > -1.0).all() and (kept < 0).any()
 
 
 # ---------------------------------------------------------------------------- construction, saving

@@ -13,6 +13,7 @@ from rcnn_zoo import FasterRCNN
 from rcnn_zoo.convert import ConversionError, convert_state_dict
 from rcnn_zoo.convert import mmdet_r50_fpn as mm
 from rcnn_zoo.convert.cli import add_convert_parser, run_convert
+from rcnn_zoo.models.from_checkpoint import convert_checkpoint
 from rcnn_zoo.models.registry import build_pretrained
 from torch_checkpoint_writer import write_legacy_checkpoint
 
@@ -137,7 +138,7 @@ def test_convert_command_on_a_legacy_checkpoint(converted, tmp_path, capsys):
     write_legacy_checkpoint(source, {"meta": {"epoch": 4, "CLASSES": ("a", "b")}, "state_dict": state})
     output = tmp_path / "voc.weights.h5"
     parser = argparse.ArgumentParser(prog="rcnn-zoo")
-    add_convert_parser(parser.add_subparsers(dest="command"))
+    add_convert_parser(parser.add_subparsers(dest="command"), convert_checkpoint)
     args = parser.parse_args(["convert", "--from", "mmdet", "--input", str(source), "--output", str(output)])
     assert args.func is run_convert
     assert run_convert(args) == 0
@@ -155,6 +156,15 @@ def test_convert_command_on_a_legacy_checkpoint(converted, tmp_path, capsys):
     args = parser.parse_args(["convert", "--from", "mmdet", "--input", str(bad), "--output", str(output)])
     assert run_convert(args) == 2  # a user error, exit code 2 as in the rest of rcnn-zoo
     assert "not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_convert_command_added_without_a_detector_builder_says_what_to_pass(tmp_path):
+    parser = argparse.ArgumentParser(prog="rcnn-zoo")
+    add_convert_parser(parser.add_subparsers(dest="command"))  # the converters build no detector
+    args = parser.parse_args(["convert", "--from", "mmdet", "--input", str(tmp_path / "x.pth"),
+                              "--output", str(tmp_path / "x.weights.h5")])
+    with pytest.raises(TypeError, match=r"add_convert_parser\(subparsers, rcnn_zoo.models.from_checkpoint"):
+        run_convert(args)
 
 
 def test_voc_entry_downloads_and_converts_a_pth(converted, tmp_path, monkeypatch):

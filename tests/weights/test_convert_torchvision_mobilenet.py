@@ -13,6 +13,7 @@ from rcnn_zoo import FasterRCNN
 from rcnn_zoo.backbones.mobilenet import INVERTED_RESIDUAL_SETTING, squeeze_channels
 from rcnn_zoo.convert import CONVERTERS, ConversionError, convert_state_dict, read_state_dict
 from rcnn_zoo.convert.cli import add_convert_parser, run_convert
+from rcnn_zoo.models.from_checkpoint import convert_checkpoint
 from rcnn_zoo.convert import torchvision_mobilenet_v3_fpn as tv
 from rcnn_zoo.convert import torchvision_resnet50_fpn
 
@@ -266,7 +267,7 @@ def test_convert_command_takes_the_mobilenet_family(tmp_path):
     synthetic_checkpoint.write_checkpoint("fasterrcnn_mobilenet_v3_large_320_fpn", str(source))
     output = tmp_path / "mobilenet.weights.h5"
     parser = argparse.ArgumentParser(prog="rcnn-zoo")
-    add_convert_parser(parser.add_subparsers(dest="command"))
+    add_convert_parser(parser.add_subparsers(dest="command"), convert_checkpoint)
     args = parser.parse_args(["convert", "--from", "torchvision_mobilenet", "--input", str(source),
                               "--output", str(output)])
     assert run_convert(args) == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rcnn_zoo import FasterRCNN, convert, weights
-from rcnn_zoo.convert.checkpoint import convert_to_detector
+from rcnn_zoo.models.from_checkpoint import convert_to_detector
 from torch_checkpoint_writer import write_zip_checkpoint
 
 CLASSES = ["circle", "square", "triangle"]

@@ -1,9 +1,15 @@
-"""Checkpoint → detector: build the Faster R-CNN a converter describes and fill it (the
-``rcnn-zoo convert`` command and scripts). Above :mod:`rcnn_zoo.models`; the mapping itself is
-:func:`rcnn_zoo.convert.convert_state_dict`."""
+"""Checkpoint → detector: build the detector a converter describes and fill it with a PyTorch
+checkpoint's weights (``rcnn-zoo convert`` and scripts).
 
-from rcnn_zoo.convert import get_converter, read_state_dict, save_detector
-from rcnn_zoo.convert import convert_state_dict
+    from rcnn_zoo.models.from_checkpoint import convert_checkpoint
+    model = convert_checkpoint("torchvision", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
+                               "coco.weights.h5", bn_epsilon=0.0)
+
+Here because it builds a model: :mod:`rcnn_zoo.convert` below only maps arrays onto a detector it
+is given (:func:`rcnn_zoo.convert.convert_state_dict`).
+"""
+
+from rcnn_zoo.convert import convert_state_dict, get_converter, read_state_dict, save_detector
 from rcnn_zoo.models.registry import get_detector
 
 __all__ = ["convert_checkpoint", "convert_to_detector"]
