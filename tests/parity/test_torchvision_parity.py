@@ -188,7 +188,7 @@ def test_each_stage_and_the_detections_of_one_image(converted, images, index):
     # The box head on torchvision's own first 64 proposals.
     rois = tf.constant(reference[f"{prefix}/proposals/boxes"][None, :64])
     roi_levels = [features[level] for level in model.roi_feature_names]
-    logits, deltas = model._roi_head(roi_levels, rois, False)
+    logits, deltas = model.roi_heads(roi_levels, rois, training=False)
     count = rois.shape[1]
     expected = reference[f"{prefix}/box_head/class_logits"][:count]
     np.testing.assert_allclose(logits[0].numpy(), expected, atol=1e-4 * np.abs(expected).max())
