@@ -10,13 +10,21 @@ import os
 import numpy as np
 
 import keras
+
 from rcnn_zoo.data.synthetic import CLASS_NAMES, generate_shapes, shapes_dataset
-from rcnn_zoo.models import FasterRCNN
+from rcnn_zoo.evaluation.voc import voc_ap_per_class
+from rcnn_zoo.models.registry import build_pretrained, get_detector
 from rcnn_zoo.visualization import draw_detections, save_png
 
+SHAPES_DETECTOR = "faster_rcnn"
 SHAPES_CONFIG = {"num_classes": 3, "backbone": "tiny", "class_names": list(CLASS_NAMES)}
 SHAPES_STEPS = 1200
 SHAPES_BATCH = 8
+
+
+def _new_shapes_model():
+    """The demo's detector, untrained: a tiny-backbone Faster R-CNN for the three shapes."""
+    return get_detector(SHAPES_DETECTOR)(**SHAPES_CONFIG)
 
 
 def train_shapes_model(steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, seed=0, verbose=1):
@@ -25,7 +33,7 @@ def train_shapes_model(steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, seed=0, verb
     Adam with a cosine-decayed learning rate from 2e-3; every step sees new images.
     """
     keras.utils.set_random_seed(seed)
-    model = FasterRCNN(**SHAPES_CONFIG)
+    model = _new_shapes_model()
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
     model.fit(shapes_dataset(steps * batch_size, batch_size=batch_size, seed=seed), epochs=1,
@@ -36,14 +44,12 @@ def train_shapes_model(steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, seed=0, verb
 def load_shapes_model(verbose=1):
     """The demo model: the registered ``"shapes"`` weights (shipped in ``weights/``), or, when
     they cannot be found, weights trained now and cached in ``~/.keras/rcnn_zoo``."""
-    from rcnn_zoo.models.registry import build_pretrained  # noqa: PLC0415
-
     try:
         return build_pretrained("shapes")
     except (FileNotFoundError, OSError, ValueError) as error:
         cache = os.path.join(os.path.expanduser("~"), ".keras", "rcnn_zoo", "shapes_trained.weights.h5")
         if os.path.exists(cache):
-            model = FasterRCNN(**SHAPES_CONFIG)
+            model = _new_shapes_model()
             model.load_weights(cache)
             return model
         print(f"The 'shapes' weights are not available ({error}); training them now (about 2 minutes).")
@@ -82,8 +88,6 @@ def run_demo(output="demo_detections.png", seed=2024, num_images=4, image_size=(
 
 def evaluate_shapes_model(model, num_images=200, seed=12345):
     """VOC mAP@0.5 (all-points) of ``model`` on freshly generated 128×128 shape images."""
-    from rcnn_zoo.evaluation.voc import voc_ap_per_class  # noqa: PLC0415
-
     images, boxes, labels = generate_shapes(num_images, seed=seed)
     out = model.predict(images, batch_size=20, verbose=0)
     detections = [

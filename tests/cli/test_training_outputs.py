@@ -26,7 +26,7 @@ import pytest
 from photo_copies import REPO, copy_raccoon_photos, run_cli
 
 import rcnn_zoo
-from rcnn_zoo.checkpoints import TrainingDiverged
+from rcnn_zoo.training import TrainingDiverged
 from rcnn_zoo.data import load_dataset, steps_per_epoch, training_dataset
 from rcnn_zoo.training import TrainConfig, train
 

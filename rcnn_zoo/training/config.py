@@ -1,0 +1,112 @@
+"""What ``rcnn-zoo train`` takes: :class:`TrainConfig` (one field per option, the CLI's
+defaults) and the checks that refuse values which cannot train, before any data is read."""
+
+import dataclasses
+
+from rcnn_zoo.errors import UsageError, check_number
+from rcnn_zoo.evaluation import METRICS
+from rcnn_zoo.models.registry import detector_name
+from rcnn_zoo.training.detectors import (
+    PROPOSAL_DETECTORS,
+    RCNN_IMAGE_SIZES_MESSAGE,
+    detector_class,
+    no_anchors_message,
+)
+from rcnn_zoo.training.schedules import OPTIMIZERS
+
+__all__ = ["TrainConfig", "check_config", "check_detector_options"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything ``rcnn-zoo train`` takes (field ``image_min_size`` is option
+    ``--image-min-size``); the CLI's defaults are these. Sizes are pixels, ``lr`` the peak
+    learning rate, ``warmup_epochs`` epochs, ``flip``/``random_crop`` probabilities."""
+
+    # data (None: not given)
+    data: str | None = None
+    format: str = "voc"
+    split: str | None = None
+    val_split: str | None = None
+    annotations: str | None = None
+    images: str | None = None
+    val_annotations: str | None = None
+    val_images: str | None = None
+    # model
+    backbone: str = "tiny"
+    image_min_size: int | None = None
+    image_max_size: int | None = None
+    anchor_sizes: list | None = None
+    model_args: list | None = None  # ["KEY=VALUE", …]
+    # schedule
+    epochs: int = 12
+    batch_size: int = 4
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    # augmentation
+    flip: float = 0.5
+    jitter: bool = False
+    random_crop: float = 0.0
+    crop_min_scale: float = 0.5
+    zoom_out: float = 1.0
+    # validation and output
+    val_every: int = 1
+    metric: str = "voc"
+    seed: int = 0
+    output_dir: str = "runs/train"
+    resume: bool = False
+    verbose: int = 1
+    detector: str = "faster_rcnn"
+
+
+def check_config(config):
+    """Refuse option values that cannot train (raise :class:`UsageError` with the allowed range):
+    learning rate > 0 and finite, probabilities in [0, 1], sizes > 0, counts ≥ 1."""
+    check_number("epochs", config.epochs, minimum=1, integer=True)
+    check_number("batch_size", config.batch_size, minimum=1, integer=True)
+    check_number("val_every", config.val_every, minimum=1, integer=True)
+    check_number("lr", config.lr, above=0)
+    check_number("weight_decay", config.weight_decay, minimum=0)
+    check_number("warmup_epochs", config.warmup_epochs, minimum=0)
+    check_number("flip", config.flip, minimum=0, maximum=1)
+    check_number("random_crop", config.random_crop, minimum=0, maximum=1)
+    check_number("crop_min_scale", config.crop_min_scale, above=0, maximum=1)
+    check_number("zoom_out", config.zoom_out, minimum=1)
+    check_number("image_min_size", config.image_min_size, minimum=1, integer=True)
+    check_number("image_max_size", config.image_max_size, minimum=1, integer=True)
+    if config.image_min_size and config.image_max_size and config.image_max_size < config.image_min_size:
+        raise UsageError(f"--image-max-size ({config.image_max_size}) must be ≥ --image-min-size "
+                         f"({config.image_min_size})")
+    for size in config.anchor_sizes or ():
+        check_number("anchor_sizes", size, above=0)
+    if config.metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {config.metric!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be adam or sgd, got {config.optimizer!r}")
+    if config.verbose not in (0, 1, 2):
+        raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
+
+
+def check_detector_options(config):
+    """Refuse what the chosen detector cannot train with (raise :class:`UsageError`): an unknown
+    ``--detector`` (the message lists the names); for ``fast_rcnn`` and ``rcnn``, whose selective
+    search proposals are computed once per original image, ``--random-crop``, ``--zoom-out`` and
+    ``--anchor-sizes``; for ``rcnn``, which trains on warped regions of the original images,
+    also ``--jitter`` and the image sizes."""
+    name = detector_name(detector_class(config.detector))
+    if name not in PROPOSAL_DETECTORS:
+        return
+    why = "its selective search proposals are computed once per original image and would not follow"
+    if config.random_crop:
+        raise UsageError(f"--random-crop is not supported with --detector {name}: {why} the crop")
+    if config.zoom_out and config.zoom_out > 1:
+        raise UsageError(f"--zoom-out is not supported with --detector {name}: {why} the canvas")
+    if config.anchor_sizes:
+        raise UsageError(no_anchors_message(name))
+    if name == "rcnn" and config.jitter:
+        raise UsageError("--jitter is not supported with --detector rcnn: it fine-tunes on warped regions "
+                         "of the original images, without augmentation")
+    if name == "rcnn" and (config.image_min_size is not None or config.image_max_size is not None):
+        raise UsageError(RCNN_IMAGE_SIZES_MESSAGE)

@@ -1,0 +1,230 @@
+"""``rcnn-zoo train`` as a function: :func:`train` reads the data, builds (or reloads) the
+detector, fits it with warm-up + cosine learning rate, validation mAP, checkpoints,
+``history.csv`` and its plot, and continues an interrupted or finished run.
+
+The detectors differ in what they train on: Faster R-CNN and R-FCN one ``fit`` on augmented
+batches; Fast R-CNN the same ``fit`` on batches that carry each image's selective search
+proposals; R-CNN its three stages (:func:`~rcnn_zoo.training.rcnn_stages.train_rcnn_stages`).
+"""
+
+import os
+import sys
+import time
+import warnings
+
+import keras
+
+from rcnn_zoo.checkpoints import HistoryCSV, logged_values, read_history
+from rcnn_zoo.data import evaluation_dataset
+from rcnn_zoo.errors import UsageError
+from rcnn_zoo.evaluation import MeanAveragePrecisionCallback, evaluation_batches
+from rcnn_zoo.inference import load_model
+from rcnn_zoo.models.registry import detector_name
+from rcnn_zoo.training.callbacks import (
+    AtomicCheckpoint,
+    FillMissing,
+    StopOnDivergence,
+    TrainingCurves,
+    TrainingDiverged,
+)
+from rcnn_zoo.training.config import check_config, check_detector_options
+from rcnn_zoo.training.datasets import class_summary, fit_batches, load_training_data, rcnn_regions
+from rcnn_zoo.training.detectors import (
+    DETECTOR_TITLES,
+    PROPOSAL_DETECTORS,
+    build_detector,
+    detector_class,
+    parse_model_args,
+)
+from rcnn_zoo.training.rcnn_stages import train_rcnn_stages
+from rcnn_zoo.training.record import finish_run, start_record
+from rcnn_zoo.training.run_folder import PROPOSALS_FOLDER, RunProgress, resume_point, run_paths
+from rcnn_zoo.training.schedules import CosineLearningRate, build_optimizer
+from rcnn_zoo.visualization import plot_training_curves
+
+__all__ = ["train"]
+
+
+def train(config, callbacks=None):
+    """Train the detector ``config.detector`` (default a Faster R-CNN) as
+    :class:`~rcnn_zoo.training.TrainConfig` ``config`` says; see ``rcnn-zoo train --help``.
+    Fast R-CNN's selective search proposals and R-CNN's are cached in
+    ``<output_dir>/proposals/``; R-CNN trains in stages (:func:`train_rcnn_stages`) and writes
+    ``last.keras`` once, after its last stage.
+
+    Writes into ``config.output_dir``: ``last.keras`` (every epoch), ``best.keras`` (best
+    ``val_mAP``, with a validation set), ``history.csv``, ``training_curves.png``,
+    ``config.json`` and, while running, ``backup/`` (re-running the same command after an
+    interruption continues from the last finished epoch). ``callbacks``: more Keras callbacks,
+    run after the built-in ones. Problems with the data paths or options raise
+    :class:`rcnn_zoo.errors.UsageError`.
+
+    Returns:
+        dict: ``model`` (the trained detector), ``output_dir``, ``history`` (rows of
+        history.csv), ``epochs_done``, ``wall_seconds``, ``cpu_seconds``, ``paths``.
+    """
+    check_config(config)
+    check_detector_options(config)
+    out = config.output_dir
+    paths = run_paths(out)
+    interrupted_at, finished_before = resume_point(out, paths, config.resume)
+    train_set, val_set = load_training_data(config)
+    print(class_summary(train_set))
+
+    os.makedirs(out, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    model, initial_epoch = _start_model(config, paths, train_set, interrupted_at, finished_before)
+    if initial_epoch >= config.epochs:
+        print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
+        return _result(model, out, read_history(paths["history"]), initial_epoch, 0.0, 0.0, paths)
+    continuing = initial_epoch > 0
+    if continuing:
+        how = "interrupted run (backup/progress.json, last.keras)" if interrupted_at else "last.keras"
+        print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
+
+    run = _prepare_run(model, config, paths, train_set, val_set, initial_epoch, callbacks)
+    record = start_record(paths["config"], config, model, train_set, val_set, continuing)
+    print(_announcement(model, train_set, val_set, out))
+    history, wall, cpu = _run_and_record(run, config, paths, record, initial_epoch)
+    print(_summary(history, initial_epoch, wall, cpu, paths))
+    return _result(model, out, history, len(history), wall, cpu, paths)
+
+
+def _start_model(config, paths, train_set, interrupted_at, finished_before):
+    """``(model, initial_epoch)``: the run's ``last.keras`` with its optimizer state when there
+    is one to continue, else a new compiled detector from ``config``."""
+    if finished_before or interrupted_at:
+        model = load_model(paths["last"], compile=True)
+        wanted, trained = detector_name(detector_class(config.detector)), detector_name(model)
+        if trained != wanted:
+            raise UsageError(f"{paths['last']} was trained with --detector {trained}, not {wanted}; leave "
+                             f"--detector out (or pass --detector {trained}) to continue it")
+        if list(model.class_names or []) != train_set.class_names:
+            raise UsageError(f"{paths['last']}: the model's classes {model.class_names} differ from "
+                             f"the data's {train_set.class_names}")
+        return model, interrupted_at or len(read_history(paths["history"]))
+    model = build_detector(train_set.num_classes, train_set.class_names, config.backbone,
+                           config.image_min_size, config.image_max_size, config.anchor_sizes,
+                           parse_model_args(config.model_args), detector=config.detector)
+    if detector_name(model) != "rcnn":  # R-CNN's stages compile their own models
+        model.compile(optimizer=build_optimizer(config))
+    return model, interrupted_at or 0
+
+
+def _prepare_run(model, config, paths, train_set, val_set, initial_epoch, callbacks):
+    """Everything the training needs, computed now (selective search with its progress bar
+    included); returns the zero-argument function that trains."""
+    cache = os.path.join(config.output_dir, PROPOSALS_FOLDER)  # selective search, once per image
+    if detector_name(model) == "rcnn":
+        regions = rcnn_regions(model, train_set, cache, config.verbose)
+        val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)
+        num_val = len(val_set) if val_set is not None else 0
+        return lambda: train_rcnn_stages(model, regions, config, paths, initial_epoch, callbacks, val_batches,
+                                         num_val)
+    batches, steps = fit_batches(model, train_set, config, cache)
+    val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)
+    callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, initial_epoch) + list(
+        callbacks or []
+    )
+    for callback in callbacks:
+        if val_batches is not None and isinstance(callback, MeanAveragePrecisionCallback):
+            callback.validation_data = val_batches
+    return lambda: model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                             verbose=config.verbose)
+
+
+def _proposal_validation_batches(model, val_set, cache_dir, verbose):
+    """Fast R-CNN's and R-CNN's validation images with their selective search proposals
+    (cached in ``cache_dir``), or None: the other detectors validate on
+    :func:`rcnn_zoo.data.evaluation_dataset` as it is."""
+    if val_set is None or detector_name(model) not in PROPOSAL_DETECTORS:
+        return None
+    return evaluation_batches(model, val_set, cache_dir, verbose=verbose)
+
+
+def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, initial_epoch):
+    """The built-in callbacks of :func:`train`, in the order they must run: the learning rate
+    first, validation mAP before the checkpoint that reads it, the backup last."""
+    earlier = [r for r in read_history(paths["history"]) if r["epoch"] < initial_epoch]
+    callbacks = [
+        StopOnDivergence(_divergence_advice(config)),
+        CosineLearningRate(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs),
+    ]
+    if val_set is not None:
+        callbacks += [
+            MeanAveragePrecisionCallback(evaluation_dataset(val_set), every_n_epochs=config.val_every,
+                                         metric=config.metric, class_names=class_names),
+            FillMissing(["val_mAP"]),
+            AtomicCheckpoint(paths["best"], monitor="val_mAP", mode="max",
+                             best=max(logged_values(earlier, "val_mAP"), default=None)),
+        ]
+    # Written in this order, so that progress.json never counts an epoch whose model and
+    # history row are not on disk.
+    return callbacks + [
+        HistoryCSV(paths["history"], earlier),
+        AtomicCheckpoint(paths["last"]),
+        TrainingCurves(paths["history"], paths["curves"]),
+        RunProgress(paths["backup"], config.epochs, initial_epoch),
+    ]
+
+
+def _divergence_advice(config):
+    return (
+        f"nothing of this epoch was saved. Try a lower --lr (now {config.lr:g}) and run the "
+        f"command again: it continues from the last good epoch in {config.output_dir} "
+        "(if one finished); if it diverges again, check the training data "
+        "(boxes, classes) named in the warnings above"
+    )
+
+
+def _announcement(model, train_set, val_set, out):
+    """The line that starts the training: model, data, image or region sizes, output folder."""
+    name = detector_name(model)
+    if name == "rcnn":
+        sizes = (f"regions warped to {model.warp_size}×{model.warp_size} px with {model.context_padding:g} px "
+                 "of context")
+    else:
+        sizes = (f"images resized to shorter side {getattr(model, 'image_min_size', None)}, longer ≤ "
+                 f"{getattr(model, 'image_max_size', None)}")
+    return (f"Training {model.backbone_name} {DETECTOR_TITLES[name]} on {len(train_set)} images "
+            f"({', '.join(train_set.class_names[:10])}{' …' if train_set.num_classes > 10 else ''}), "
+            f"validating on {len(val_set) if val_set else 0}; {sizes}. Output: {out}")
+
+
+def _run_and_record(run, config, paths, record, initial_epoch):
+    """``run()`` timed; whatever happens, config.json gets the run's epochs and times and the
+    plot is redrawn. Returns ``(history rows, wall seconds, CPU seconds)``."""
+    wall, cpu = time.time(), time.process_time()
+    try:
+        with warnings.catch_warnings():
+            # The batches come from a tf.data pipeline that shuffles itself; Keras' note that
+            # fit's shuffle=True does not apply to it would be noise. (Its "ran out of data"
+            # warning is not hidden: the pipeline's length is known, so it must not appear.)
+            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+            run()
+    except TrainingDiverged:
+        if config.verbose == 1:
+            print(file=sys.stderr)  # end the progress-bar line before the error message
+        raise
+    finally:
+        wall, cpu = time.time() - wall, time.process_time() - cpu
+        history = read_history(paths["history"])
+        finish_run(paths["config"], record, initial_epoch, len(history), wall, cpu)
+        if history:
+            plot_training_curves(paths["history"], paths["curves"])
+    return history, wall, cpu
+
+
+def _summary(history, initial_epoch, wall, cpu, paths):
+    """The line that ends the training: epochs, minutes, best validation mAP, the last model."""
+    summary = f"Trained {len(history) - initial_epoch} epoch(s) in {wall / 60:.1f} min ({cpu / 60:.1f} CPU min)."
+    maps = logged_values(history, "val_mAP")
+    if maps:
+        summary += f" Best val_mAP {max(maps):.4f} (saved {paths['best']})."
+    return summary + f" Last model: {paths['last']}"
+
+
+def _result(model, output_dir, history, epochs_done, wall, cpu, paths):
+    """What :func:`train` returns."""
+    return {"model": model, "output_dir": output_dir, "history": history, "epochs_done": epochs_done,
+            "wall_seconds": wall, "cpu_seconds": cpu, "paths": paths}
