@@ -18,6 +18,8 @@ weakest to strongest:
 
 import inspect
 
+from rcnn_zoo.weights import preset_arguments
+
 # Hyperparameters the detector itself reads (image rule and which maps the RoI head pools).
 DETECTOR_KEYS = ("image_min_size", "image_max_size", "resize_rounding", "size_divisible", "roi_levels")
 # Module arguments that come from the backbone or the detector, never from a keyword.
@@ -72,3 +74,19 @@ def resolve(defaults, backbone_defaults, given):
     resolved.update({k: v for k, v in backbone_defaults.items() if k in defaults})
     resolved.update(given)
     return resolved
+
+
+def with_weights(cls, detector, weights, passed):
+    """Arguments of ``cls(…, weights=weights)`` for a detector whose signature holds its own
+    defaults (R-CNN): a preset's or ``.keras`` file's configuration replaces every argument left
+    at its default; what the caller changed wins (and may not change the architecture).
+
+    Args:
+        passed: ``{argument: value}`` as bound by the constructor call.
+    """
+    if weights is None:
+        return passed
+    defaults = {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    changed = {k: v for k, v in passed.items() if v is not None and v != defaults.get(k)}
+    return {**passed, **preset_arguments(detector, weights, changed)}
