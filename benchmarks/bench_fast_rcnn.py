@@ -110,7 +110,7 @@ def proposals_for(image, num_proposals, seed=0):
 def fc_multiply_adds(model, num_rois):
     """Multiply-adds of fc6 + fc7 for ``num_rois`` RoIs, whole or factored."""
     total = 0
-    for layer in (model.box_head.fc6, model.box_head.fc7):
+    for layer in (model.roi_heads.box_head.fc6, model.roi_heads.box_head.fc7):
         if hasattr(layer, "rank"):
             total += layer.first.kernel.shape[0] * layer.rank + layer.rank * layer.units
         else:

@@ -53,9 +53,9 @@ def rpn_proposal_time(image, repeats=3, min_size=600, max_size=1000):
 
     @tf.function
     def propose(feature):
-        anchors = model.anchor_generator(feature)
-        logits, deltas, _, _ = model.rpn_head([feature])
-        return model.proposal_layer(logits, deltas, anchors,
+        anchors = model.rpn.anchor_generator(feature)
+        logits, deltas, _, _ = model.rpn.head([feature])
+        return model.rpn.proposal_layer(logits, deltas, anchors,
                                     image_shape=tf.constant([height, width], tf.float32))
 
     propose(features)

@@ -25,9 +25,10 @@ from PIL import Image, UnidentifiedImageError
 import keras
 
 from rcnn_zoo.errors import UsageError
+from rcnn_zoo.models.registry import build_pretrained
+from rcnn_zoo.proposals import compute_proposals, pad_proposals
 from rcnn_zoo.utils import progress, write_json
 from rcnn_zoo.visualization import draw_detections, save_png
-from rcnn_zoo.models.registry import build_pretrained
 from rcnn_zoo.weights import WeightsFileError, check_weights_file
 
 __all__ = [
@@ -148,8 +149,6 @@ def image_proposals(model, images, cache_dir=None, verbose=1):
     Raises:
         UsageError: OpenCV's contrib modules (``cv2.ximgproc``) are not installed.
     """
-    from rcnn_zoo.proposals import compute_proposals  # noqa: PLC0415 (OpenCV is optional)
-
     settings = proposal_settings(model)
     images = list(images)
     before = _cache_entries(cache_dir)
@@ -184,8 +183,6 @@ def _model_inputs(model, image):
     (R-CNN's ``predict`` runs selective search itself, with the same settings.)"""
     if not getattr(model, "takes_proposals", False):
         return image[None]
-    from rcnn_zoo.proposals import pad_proposals  # noqa: PLC0415
-
     height, width = image.shape[:2]
     boxes = image_proposals(model, [image], verbose=0)[0]
     return {"images": image[None],

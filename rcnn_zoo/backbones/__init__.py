@@ -1,8 +1,10 @@
 """Backbones by name: ``build_backbone("resnet50_fpn", weights=None)`` → :class:`Backbone`."""
 
+import dataclasses
+
 import keras
 
-from rcnn_zoo.backbones.base import Backbone
+from rcnn_zoo.backbones.base import Backbone, check_weights_argument
 from rcnn_zoo.backbones.fpn import add_fpn
 from rcnn_zoo.backbones.mobilenet import build_mobilenet_v3_large_fpn
 from rcnn_zoo.backbones.resnet import build_resnet_c4, copy_imagenet_weights, resnet_trunk
@@ -13,8 +15,6 @@ from rcnn_zoo.backbones.vgg import build_vgg16
 def build_resnet50_fpn(weights=None):
     """torchvision's ``fasterrcnn_resnet50_fpn`` layout: ResNet-50 (stride on 3×3, frozen BN,
     stem + conv2 frozen), FPN P2–P6 with 256 channels, multi-level RoIAlign, two-FC (1024) head."""
-    from rcnn_zoo.backbones.base import check_weights_argument  # noqa: PLC0415
-
     check_weights_argument("resnet50_fpn", weights)
     trunk = resnet_trunk("resnet50", stride_in_1x1=False, frozen_bn=True)
     if weights == "imagenet":
@@ -56,10 +56,6 @@ def build_resnet50_fpn_v2(weights=None):
     inference statistics), an FPN whose convs are conv + batch norm, a two-conv RPN head
     (``rpn_conv_depth=2``) and the 4conv1fc box head (four 3×3 conv + BN + ReLU with 256
     channels, one FC of 1024: ``roi_head_type="conv_fc"``)."""
-    import dataclasses  # noqa: PLC0415
-
-    from rcnn_zoo.backbones.base import check_weights_argument  # noqa: PLC0415
-
     check_weights_argument("resnet50_fpn_v2", weights)
     # v1's trunk (and ImageNet copy) and defaults, so both stay in step; v1's plain FPN layers
     # are left unused and a normalised FPN is built on the same trunk layers.

@@ -9,6 +9,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from rcnn_zoo.backbones.resnet import _BN_EPSILON
+
 
 class UpsampleLike(layers.Layer):
     """Nearest-neighbour resize of ``x [B,h,w,C]`` to the spatial size of ``like [B,H,W,C']``.
@@ -41,8 +43,6 @@ def add_fpn(trunk, input_names, out_channels=256, extra_pool=True, name="fpn", n
     ``FeaturePyramidNetwork(norm_layer=nn.BatchNorm2d)`` of ``fasterrcnn_resnet50_fpn_v2``. The
     batch norms are ordinary (trainable) ones; their ε is rcnn_zoo's 1.001e-5.
     """
-    from rcnn_zoo.backbones.resnet import _BN_EPSILON  # noqa: PLC0415
-
     def conv(x, kernel, layer_name):
         padding = "same" if kernel > 1 else "valid"
         x = layers.Conv2D(out_channels, kernel, padding=padding, use_bias=not norm, name=layer_name)(x)

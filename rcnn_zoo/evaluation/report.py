@@ -17,6 +17,7 @@ from rcnn_zoo.errors import UsageError
 from rcnn_zoo.evaluation.callback import METRICS, evaluate_detections, predict_detections
 from rcnn_zoo.evaluation.coco import coco_evaluate
 from rcnn_zoo.inference import boxes_in_model_format, image_proposals, needs_proposals
+from rcnn_zoo.proposals import pad_proposals
 from rcnn_zoo.utils import progress
 
 __all__ = ["evaluate_model", "evaluation_batches", "format_ap_table"]
@@ -34,8 +35,6 @@ def evaluation_batches(model, dataset, proposal_cache=None, verbose=1):
     batches = evaluation_dataset(dataset)
     if not needs_proposals(model):
         return batches
-    from rcnn_zoo.proposals import pad_proposals  # noqa: PLC0415
-
     records = dataset.records
     found = image_proposals(model, [r.image_path for r in records], cache_dir=proposal_cache, verbose=verbose)
     table = tf.constant(pad_proposals([boxes_in_model_format(model, boxes, r.height, r.width)

@@ -36,27 +36,13 @@ from rcnn_zoo.backbones import build_backbone
 from rcnn_zoo.heads import FCBoxHead
 from rcnn_zoo.heads.postprocess import classwise_nms, decode_class_boxes
 from rcnn_zoo.heads.rcnn_head import RCNNHead, check_classifier
-from rcnn_zoo.models import preprocessing
+from rcnn_zoo.models import arguments, preprocessing
+from rcnn_zoo.models.rcnn_presets import ARGUMENTS, BACKBONE_DEFAULTS, CONFIG_ATTRIBUTES, GENERIC_DEFAULTS
 from rcnn_zoo.models.rcnn_inference import RCNNInference
 from rcnn_zoo.models.rcnn_training import RCNNTraining
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.ops.warp import pad_for_warp, warp_padded, warp_regions
-
-# Per-backbone defaults for what the constructor leaves as None. The paper's AlexNet warps to
-# 227 px; VGG16 uses 224 so pool5 is 7×7×512 as in VGG's own classifier (fc6 = 25088 → 4096).
-BACKBONE_DEFAULTS = {
-    "vgg16": {"warp_size": 224, "fc_dim": 4096, "fc_dropout": 0.5, "region_batch_size": 32},
-    "tiny": {"warp_size": 64, "fc_dim": 256, "fc_dropout": 0.0, "region_batch_size": 256},
-    # ResNet C4: conv5 takes 14×14 conv4 maps, i.e. 224 px regions; pool5 is its 2048-d average.
-    "resnet50": {"warp_size": 224, "fc_dim": 1024, "fc_dropout": 0.0, "region_batch_size": 16},
-    "resnet101": {"warp_size": 224, "fc_dim": 1024, "fc_dropout": 0.0, "region_batch_size": 16},
-}
-GENERIC_DEFAULTS = {"warp_size": 227, "fc_dim": 4096, "fc_dropout": 0.5, "region_batch_size": 32}
-# Constructor arguments the model keeps as attributes of the same name, for get_config.
-_CONFIG_ATTRIBUTES = ("num_classes", "classifier", "warp_size", "context_padding", "bounding_box_format",
-                      "class_names", "score_threshold", "nms_threshold", "max_detections", "fc_dim",
-                      "fc_dropout", "proposal_mode", "max_proposals", "region_batch_size")
-
+from rcnn_zoo.weights import load_detector_weights
 
 @keras.saving.register_keras_serializable(package="rcnn_zoo")
 class RCNN(RCNNTraining, RCNNInference, keras.Model):
@@ -90,11 +76,13 @@ class RCNN(RCNNTraining, RCNNInference, keras.Model):
         region_batch_size: regions per forward pass in ``predict`` and feature extraction.
         box_weights: ``(wx, wy, ww, wh)`` of the regression targets; ``(1, 1, 1, 1)`` is the
             paper's appendix C.
+        weights: ``None``, a preset name or a ``.keras`` / ``.weights.h5`` file; a preset or
+            ``.keras`` file also sets every argument left at its default (``num_classes`` too).
     """
 
     def __init__(
         self,
-        num_classes,
+        num_classes=None,
         backbone="vgg16",
         backbone_weights=None,
         classifier="svm",
@@ -111,37 +99,42 @@ class RCNN(RCNNTraining, RCNNInference, keras.Model):
         max_proposals=2000,
         region_batch_size=None,
         box_weights=(1.0, 1.0, 1.0, 1.0),
+        weights=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes counts foreground classes and must be ≥ 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
-        check_classifier(classifier)
-        defaults = BACKBONE_DEFAULTS.get(backbone, GENERIC_DEFAULTS)
-        self.num_classes = int(num_classes)
-        self.backbone_name = backbone
-        self.backbone_weights = backbone_weights
-        self.warp_size = int(warp_size if warp_size is not None else defaults["warp_size"])
-        self.context_padding = float(context_padding)
+        passed = {k: v for k, v in locals().items() if k in ARGUMENTS}
+        a = arguments.with_weights(type(self), "RCNN", weights, passed)
+        if a["num_classes"] is None or int(a["num_classes"]) < 1:
+            raise ValueError(f"num_classes counts foreground classes and must be ≥ 1, got {a['num_classes']}")
+        if a["class_names"] is not None and len(a["class_names"]) != a["num_classes"]:
+            raise ValueError(f"class_names has {len(a['class_names'])} names but num_classes is {a['num_classes']}")
+        check_classifier(a["classifier"])
+        defaults = BACKBONE_DEFAULTS.get(a["backbone"], GENERIC_DEFAULTS)
+        for name in ("num_classes", "max_detections"):
+            setattr(self, name, int(a[name]))
+        for name in ("bounding_box_format", "score_threshold", "proposal_mode", "max_proposals"):
+            setattr(self, name, a[name])
+        for name in ("warp_size", "fc_dim", "region_batch_size"):
+            setattr(self, name, int(a[name] or defaults[name]))
+        self.fc_dropout = float(a["fc_dropout"] if a["fc_dropout"] is not None else defaults["fc_dropout"])
+        self.backbone_name, self.backbone_weights = a["backbone"], a["backbone_weights"]
+        self.context_padding = float(a["context_padding"])
         if not 0 <= self.context_padding < self.warp_size / 2:
-            raise ValueError(f"context_padding must be in [0, warp_size/2), got {context_padding}")
-        self.bounding_box_format = bounding_box_format
-        self.class_names = list(class_names) if class_names is not None else None
-        self.score_threshold = score_threshold
-        self.nms_threshold = float(nms_threshold)
-        self.max_detections = int(max_detections)
-        self.fc_dim = int(fc_dim if fc_dim is not None else defaults["fc_dim"])
-        self.fc_dropout = float(fc_dropout if fc_dropout is not None else defaults["fc_dropout"])
-        self.proposal_mode = proposal_mode
-        self.max_proposals = max_proposals
-        self.region_batch_size = int(region_batch_size or defaults["region_batch_size"])
-        self.box_weights = tuple(float(w) for w in box_weights)
-        self._build_cnn(build_backbone(backbone, weights=backbone_weights))
-        self._build_head(classifier)
+            raise ValueError(f"context_padding must be in [0, warp_size/2), got {a['context_padding']}")
+        self.class_names = list(a["class_names"]) if a["class_names"] is not None else None
+        self.nms_threshold = float(a["nms_threshold"])
+        self.box_weights = tuple(float(w) for w in a["box_weights"])
+        self._build_cnn(build_backbone(self.backbone_name, weights=self.backbone_weights))
+        self._build_head(a["classifier"])
         self._functions = {}
         self.built = True
+        if weights is not None:
+            load_detector_weights(self, weights)
+
+    def hyperparameters(self):
+        """The architecture and settings as built (what weight files are checked against)."""
+        return {name: getattr(self, name) for name in CONFIG_ATTRIBUTES}
 
     def _build_cnn(self, spec):
         """backbone → pool5 → fc6 → fc7 on ``S × S`` regions; sets ``pool5_shape``."""
@@ -291,7 +284,7 @@ class RCNN(RCNNTraining, RCNNInference, keras.Model):
     # ------------------------------------------------------------------ saving
     def get_config(self):
         config = super().get_config()
-        config.update({name: getattr(self, name) for name in _CONFIG_ATTRIBUTES})
+        config.update({name: getattr(self, name) for name in CONFIG_ATTRIBUTES})
         config.update({
             "backbone": self.backbone_name,
             "backbone_weights": None,  # weights travel with the saved model, not re-downloaded

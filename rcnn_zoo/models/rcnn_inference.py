@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from rcnn_zoo.export import export_saved_model
 from rcnn_zoo.ops.warp import pad_for_warp
+from rcnn_zoo.proposals import selective_search
 
 _IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32)  # prepared by pad_for_warp
 _BOXES = tf.TensorSpec([None, 4], tf.float32)
@@ -61,8 +62,6 @@ class RCNNInference:
 
     def propose(self, image):
         """Selective search boxes ``[R, 4]`` xyxy pixels of one ``[H, W, 3]`` image."""
-        from rcnn_zoo.proposals import selective_search  # noqa: PLC0415 (OpenCV is optional)
-
         return selective_search(image, mode=self.proposal_mode, max_proposals=self.max_proposals)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None,

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from rcnn_zoo.ops import boxes as box_ops
 from rcnn_zoo.ops.warp import pad_for_warp
+from rcnn_zoo.proposals import compute_proposals
 from rcnn_zoo.targets.regions import build_region_set, fine_tune_labels
 
 # The original code scales fc7/pool5 features so their mean L2 norm over the training regions
@@ -59,8 +60,6 @@ class RCNNRegionData:
             )
             xyxy.append(box_ops.clip_to_image(converted, h, w).numpy())
         if proposals is None:
-            from rcnn_zoo.proposals import compute_proposals  # noqa: PLC0415 (OpenCV is optional)
-
             proposals = compute_proposals(images, cache_dir=cache_dir, mode=self.proposal_mode,
                                           max_proposals=self.max_proposals, verbose=bool(verbose))
         return build_region_set(images, xyxy, labels, proposals, self.num_classes)

@@ -4,8 +4,10 @@ The only module of :mod:`rcnn_zoo.pretrained` that knows layer paths. Two layout
 
 - before the heads redesign: ``rpn_head/objectness/...``, ``box_head/...``,
   ``box_predictor/cls_score/...`` (in a ``.weights.h5`` often under ``layers/``);
-- after it: ``rpn/head/objectness/...``, ``roi_heads/box_head/...``,
-  ``roi_heads/box_predictor/cls_score/...``.
+- after it: ``layers/region_proposal_network/head/objectness/...``,
+  ``layers/box_ro_i_head/box_head/...``, ``layers/box_ro_i_head/box_predictor/cls_score/...``
+  (Keras names a module reached through the model's layer list by its snake-cased class name;
+  a variable's own ``path`` stays ``box_predictor/cls_score/kernel``).
 
 A path is a ``/``-separated string: a variable's ``path`` (``box_predictor/cls_score/kernel``)
 or an HDF5 dataset key of a ``.weights.h5`` (``box_predictor/cls_score/vars/0``; ``vars/0`` is
@@ -41,7 +43,7 @@ def is_class_score_kernel(key):
 
 def is_rpn_objectness_bias(key):
     """Whether an HDF5 key is the bias of the RPN's objectness layer, ``[A]`` for ``A`` anchors
-    per location: ``…/rpn_head/objectness/vars/1`` or ``…/rpn/…/head/objectness/vars/1``."""
+    per location: ``…/rpn_head/objectness/vars/1`` or ``…/region_proposal_network/…/head/objectness/vars/1``."""
     parts = _parts(key)
     if not _ends_with(parts, ("objectness", "vars", "1")):
         return False
@@ -49,4 +51,7 @@ def is_rpn_objectness_bias(key):
     if "rpn_head" in owners:
         return True
     # The RPN module holds its head as ``head`` (Keras may put ``layers/`` between them).
-    return "rpn" in owners and "head" in owners[owners.index("rpn") + 1:]
+    for module in ("region_proposal_network", "rpn"):
+        if module in owners and "head" in owners[owners.index(module) + 1:]:
+            return True
+    return False

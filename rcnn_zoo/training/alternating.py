@@ -11,12 +11,13 @@ __all__ = ["alternating_training"]
 # Which parts train and which losses count in each of the four steps.
 _STEPS = (
     # (name, trainable parts, losses that count)
-    ("1: RPN", ("backbone", "rpn_head"), ("rpn_cls", "rpn_box")),
-    ("2: detector", ("backbone", "box_head", "box_predictor"), ("cls", "box")),
-    ("3: RPN head, shared convs fixed", ("rpn_head",), ("rpn_cls", "rpn_box")),
-    ("4: detector head, shared convs fixed", ("box_head", "box_predictor"), ("cls", "box")),
+    ("1: RPN", ("backbone", "rpn"), ("rpn_cls", "rpn_box")),
+    ("2: detector", ("backbone", "roi_heads"), ("cls", "box")),
+    ("3: RPN head, shared convs fixed", ("rpn",), ("rpn_cls", "rpn_box")),
+    ("4: detector head, shared convs fixed", ("roi_heads",), ("cls", "box")),
 )
-_PARTS = ("backbone", "rpn_head", "box_head", "box_predictor")
+# The detector's stages (the RPN's only learned layers are its head's).
+_PARTS = ("backbone", "rpn", "roi_heads")
 
 
 def alternating_training(model, dataset, epochs=(1, 1, 1, 1), optimizer=None, verbose=1, **fit_kwargs):
@@ -33,8 +34,8 @@ def alternating_training(model, dataset, epochs=(1, 1, 1, 1), optimizer=None, ve
     compiles the model anew, so pass a factory for a fresh optimizer per step.
 
     Args:
-        model: a :class:`~rcnn_zoo.FasterRCNN` (or any detector with ``backbone``,
-            ``rpn_head``, ``box_head`` and ``box_predictor``).
+        model: a :class:`~rcnn_zoo.FasterRCNN` or :class:`~rcnn_zoo.RFCN` (a detector with
+            ``backbone``, ``rpn`` and ``roi_heads``).
         dataset: training data as for ``fit``.
         epochs: epochs of each of the four steps.
         optimizer: ``None`` (the detector's default) or a zero-argument callable returning a

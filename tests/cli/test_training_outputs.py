@@ -130,7 +130,7 @@ class _PoisonAtEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
-            variable = self.model.rpn_head.trainable_weights[0]
+            variable = self.model.rpn.head.trainable_weights[0]
             variable.assign(np.full(variable.shape, np.nan, np.float32))
 
 

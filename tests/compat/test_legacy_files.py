@@ -57,8 +57,14 @@ def test_legacy_weights_file_loads_into_a_model_of_the_same_configuration(kind):
     _assert_same_detections(model.predict(inputs(kind), verbose=0), expected)
 
 
-@pytest.mark.parametrize("kind", ("faster_rcnn", "rfcn", "fast_rcnn"))
+@pytest.mark.parametrize("kind", KINDS)
 def test_legacy_keras_file_as_weights_argument(kind):
     cls = rcnn_zoo.models.get_detector(kind)
     model = cls(weights=os.path.join(OUT, f"{kind}.keras"))
     _assert_same_detections(model.predict(inputs(kind), verbose=0), _expected(kind))
+
+
+def test_rcnn_weights_file_with_its_architecture_given():
+    model = rcnn_zoo.RCNN(2, backbone="tiny", classifier="softmax", score_threshold=0.0, max_proposals=10,
+                          fc_dim=32, weights=os.path.join(OUT, "rcnn.weights.h5"))
+    _assert_same_detections(model.predict(inputs("rcnn"), verbose=0), _expected("rcnn"))

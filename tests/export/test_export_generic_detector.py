@@ -1,5 +1,5 @@
-"""Export needs only the detector protocol: any ``TwoStageDetector`` subclass, any box format
-(here a relative one), no class names, not yet built."""
+"""Export needs only the detector protocol: any model of ``rcnn_zoo.models.protocol`` with a
+class count and a box format (here a relative one), no class names, not yet built."""
 
 import io
 
@@ -12,7 +12,7 @@ import rcnn_zoo
 from rcnn_zoo.export import export_saved_model
 
 
-class CentreBoxDetector(rcnn_zoo.TwoStageDetector):
+class CentreBoxDetector(rcnn_zoo.models.protocol.MultiTaskDetector):
     """Finds the centre half of every image, class 1, with a learnt score (one weight).
 
     Boxes are ``rel_yxyx`` relative to each image's own size (the detector protocol); D = 2, one
@@ -20,7 +20,9 @@ class CentreBoxDetector(rcnn_zoo.TwoStageDetector):
     """
 
     def __init__(self, **kwargs):
-        super().__init__(num_classes=2, bounding_box_format="rel_yxyx", max_detections=2, **kwargs)
+        super().__init__(**kwargs)
+        self.num_classes, self.bounding_box_format, self.max_detections = 2, "rel_yxyx", 2
+        self.class_names = None
 
     def build(self, input_shape):
         self.score = self.add_weight(shape=(), initializer="zeros", name="score")

@@ -44,8 +44,8 @@ def make_detector(**kwargs):
     model = rcnn_zoo.FasterRCNN(num_classes=3, backbone="tiny", class_names=CLASS_NAMES, **options)
     # Random heads give every RoI about the same scores; a wider class layer spreads them.
     rng = np.random.default_rng(0)
-    model.box_predictor.set_weights(
-        [rng.normal(0.0, 0.5, w.shape).astype("float32") for w in model.box_predictor.get_weights()]
+    model.roi_heads.box_predictor.set_weights(
+        [rng.normal(0.0, 0.5, w.shape).astype("float32") for w in model.roi_heads.box_predictor.get_weights()]
     )
     return model
 

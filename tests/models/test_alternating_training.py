@@ -8,7 +8,13 @@ import rcnn_zoo
 from rcnn_zoo.data.synthetic import generate_shapes
 from rcnn_zoo.training import alternating_training
 
-PARTS = ("backbone", "rpn_head", "box_head", "box_predictor")
+PARTS = ("backbone", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor")
+
+
+def _part(model, dotted):
+    for name in dotted.split("."):
+        model = getattr(model, name)
+    return model
 
 
 class _Snapshot(keras.callbacks.Callback):
@@ -19,13 +25,13 @@ class _Snapshot(keras.callbacks.Callback):
         self.changed = []
 
     def on_train_begin(self, logs=None):
-        self._before = {p: [w.numpy().copy() for w in getattr(self.model, p).trainable_weights
-                            + getattr(self.model, p).non_trainable_weights] for p in PARTS}
+        self._before = {p: [w.numpy().copy() for w in _part(self.model, p).trainable_weights
+                            + _part(self.model, p).non_trainable_weights] for p in PARTS}
 
     def on_train_end(self, logs=None):
         changed = set()
         for part in PARTS:
-            layer = getattr(self.model, part)
+            layer = _part(self.model, part)
             now = [w.numpy() for w in layer.trainable_weights + layer.non_trainable_weights]
             if any(not np.allclose(a, b) for a, b in zip(self._before[part], now)):
                 changed.add(part)
@@ -46,13 +52,13 @@ def test_each_step_trains_only_its_parts_and_restores_trainable_flags():
     )
     assert len(histories) == 4
     assert snapshot.changed == [
-        {"backbone", "rpn_head"},
-        {"backbone", "box_head", "box_predictor"},
-        {"rpn_head"},
-        {"box_head", "box_predictor"},
+        {"backbone", "rpn.head"},
+        {"backbone", "roi_heads.box_head", "roi_heads.box_predictor"},
+        {"rpn.head"},
+        {"roi_heads.box_head", "roi_heads.box_predictor"},
     ]
     # Step 1 counts only the RPN losses in the total, step 2 only the detection losses.
     h1, h2 = histories[0].history, histories[1].history
     np.testing.assert_allclose(h1["loss"][0], h1["rpn_cls"][0] + h1["rpn_box"][0], rtol=1e-4)
     np.testing.assert_allclose(h2["loss"][0], h2["cls"][0] + h2["box"][0], rtol=1e-4)
-    assert all(getattr(model, p).trainable for p in PARTS)
+    assert all(_part(model, p).trainable for p in PARTS)

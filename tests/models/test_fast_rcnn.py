@@ -198,15 +198,16 @@ def test_inputs_must_be_images_and_proposals():
 def test_paper_defaults():
     assert rcnn_zoo.FastRCNN.LOSS_NAMES == ("cls", "box")
     model = _model(backbone="tiny", roi_pooling="pool")
-    hp = model.hp
-    assert hp["roi_pooling"] == "pool" and isinstance(model.roi_pooler, rcnn_zoo.layers.RoIPooling)
-    assert isinstance(_model(backbone="tiny").roi_pooler, rcnn_zoo.layers.RoIAlign)  # tiny's choice
+    hp = model.hyperparameters()
+    assert hp["roi_pooling"] == "pool" and isinstance(model.roi_heads.pooler, rcnn_zoo.layers.RoIPooling)
+    assert isinstance(_model(backbone="tiny").roi_heads.pooler, rcnn_zoo.layers.RoIAlign)  # tiny's choice
     assert (hp["roi_batch_size_per_image"], hp["roi_positive_fraction"]) == (64, 0.25)
     assert (hp["roi_positive_iou"], hp["roi_negative_iou_high"], hp["roi_negative_iou_low"]) == (0.5, 0.5, 0.1)
     assert model.nms_threshold == 0.3 and model.score_threshold == 0.05
-    defaults = rcnn_zoo.models.fast_rcnn.DEFAULTS
+    # The paper's values live in the signatures of the modules that use them.
+    defaults = rcnn_zoo.FastRCNN.hyperparameter_defaults()
     assert (defaults["image_min_size"], defaults["image_max_size"], defaults["roi_pool_size"]) == (600, 1000, 7)
-    assert defaults["roi_pooling"] == "pool"
+    assert defaults["roi_pooling"] == "pool" and defaults["roi_head_dim"] == 4096
     # The tiny backbone keeps the input size and a narrow head.
     assert hp["image_min_size"] is None and hp["roi_head_dim"] == 128
 
@@ -217,8 +218,8 @@ def test_config_round_trip_rebuilds_the_same_model():
     config = model.get_config()
     clone = rcnn_zoo.FastRCNN.from_config(config)
     assert clone.get_config() == config
-    assert clone.hp == model.hp
-    assert clone.hp["roi_negative_iou_low"] == 0.0 and clone.hp["roi_pooling"] == "align"
+    assert clone.hyperparameters() == model.hyperparameters()
+    assert clone.hyperparameters()["roi_negative_iou_low"] == 0.0 and clone.hyperparameters()["roi_pooling"] == "align"
     assert len(clone.weights) == len(model.weights)
 
 
@@ -280,9 +281,9 @@ def _trained_model():
 def test_full_rank_svd_gives_the_same_predictions():
     model, x = _trained_model()
     full = model.compress_fc_layers(fc6_rank=128, fc7_rank=128)  # min(in, out) = 128 for both
-    assert isinstance(full.box_head, SVDFCBoxHead)
-    assert isinstance(full.box_head.fc6, TruncatedSVDDense) and full.box_head.fc6.rank == 128
-    assert isinstance(model.box_head, FCBoxHead)  # the original is left alone
+    assert isinstance(full.roi_heads.box_head, SVDFCBoxHead)
+    assert isinstance(full.roi_heads.box_head.fc6, TruncatedSVDDense) and full.roi_heads.box_head.fc6.rank == 128
+    assert isinstance(model.roi_heads.box_head, FCBoxHead)  # the original is left alone
     _same_predictions(model.predict(x, verbose=0), full.predict(x, verbose=0), atol=1e-4)
 
 
@@ -295,7 +296,7 @@ def test_svd_parameter_count_matches_the_hand_count():
     )
     assert model.count_params() - compressed.count_params() == saved == 311_296
     only_fc6 = model.compress_fc_layers(fc6_rank=32, fc7_rank=None)
-    assert isinstance(only_fc6.box_head.fc7, keras.layers.Dense)
+    assert isinstance(only_fc6.roi_heads.box_head.fc7, keras.layers.Dense)
     assert model.count_params() - only_fc6.count_params() == dense_parameter_count(fc6_in, 128) - (
         32 * fc6_in + 32 * 128 + 128
     )
@@ -305,12 +306,12 @@ def test_low_rank_svd_is_the_best_approximation_of_each_layer():
     """fc6 through the compressed head equals the rank-r reconstruction of its kernel."""
     model, _ = _trained_model()
     compressed = model.compress_fc_layers(fc6_rank=16, fc7_rank=8)
-    kernel = model.box_head.fc6.kernel.numpy()
+    kernel = model.roi_heads.box_head.fc6.kernel.numpy()
     u, s, vt = np.linalg.svd(kernel.astype(np.float64), full_matrices=False)
     best = (u[:, :16] * s[:16]) @ vt[:16]
-    fc6 = compressed.box_head.fc6
+    fc6 = compressed.roi_heads.box_head.fc6
     np.testing.assert_allclose(fc6.first.kernel.numpy() @ fc6.second.kernel.numpy(), best, atol=1e-5)
-    np.testing.assert_array_equal(fc6.second.bias.numpy(), model.box_head.fc6.bias.numpy())
+    np.testing.assert_array_equal(fc6.second.bias.numpy(), model.roi_heads.box_head.fc6.bias.numpy())
     assert fc6.first.bias is None
 
 
@@ -322,7 +323,7 @@ def test_compressed_model_saves_and_loads(tmp_path):
     path = str(tmp_path / "compressed.keras")
     compressed.save(path)
     loaded = keras.models.load_model(path)
-    assert loaded.box_head.fc7.rank == 16
+    assert loaded.roi_heads.box_head.fc7.rank == 16
     _same_predictions(compressed.predict(x, verbose=0), loaded.predict(x, verbose=0))
     # Fine-tuning after compression: compile the new model and fit.
     loaded.compile(optimizer=keras.optimizers.Adam(1e-4))

@@ -140,7 +140,7 @@ def test_num_classes_counts_foreground_only():
     with pytest.raises(ValueError, match="class_names"):
         _model(num_classes=3, class_names=["a", "b"])
     model = _model(num_classes=4)
-    assert model.box_predictor.cls_score.units == 5  # + internal background
+    assert model.roi_heads.box_predictor.cls_score.units == 5  # + internal background
 
 
 def test_config_round_trip_rebuilds_the_same_model():
@@ -149,8 +149,8 @@ def test_config_round_trip_rebuilds_the_same_model():
     config = model.get_config()
     clone = rcnn_zoo.FasterRCNN.from_config(config)
     assert clone.get_config() == config
-    assert clone.hp == model.hp
-    assert clone.hp["image_min_size"] is None and clone.hp["rpn_nms_threshold"] == 0.6
+    assert clone.hyperparameters() == model.hyperparameters()
+    assert clone.hyperparameters()["image_min_size"] is None and clone.hyperparameters()["rpn_nms_threshold"] == 0.6
     assert len(clone.weights) == len(model.weights)
 
 

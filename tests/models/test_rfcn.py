@@ -25,7 +25,7 @@ def _batch(n=2, seed=0):
 
 def test_no_per_roi_learnable_layers():
     model = _model()
-    ps_layers = {type(layer).__name__ for layer in model.ps_head._flatten_layers(include_self=False)}
+    ps_layers = {type(layer).__name__ for layer in model.roi_heads._flatten_layers(include_self=False)}
     assert ps_layers == {"Conv2D", "PSRoIPooling"}
     assert not any(isinstance(layer, keras.layers.Dense) for layer in model._flatten_layers())
 
@@ -34,8 +34,8 @@ def test_scores_are_the_average_vote_of_the_position_sensitive_bins():
     model = _model()
     features = tf.random.normal((1, 12, 16, 64), seed=1)
     rois = tf.constant([[[8.0, 8.0, 70.0, 60.0], [0.0, 0.0, 30.0, 90.0]]])
-    logits, deltas = model.ps_head(features, rois)
-    head = model.ps_head
+    logits, deltas = model.roi_heads([features], rois)
+    head = model.roi_heads
     maps = head.score_maps(head.reduce(features))
     rows = tf.concat([tf.zeros((2, 1)), rois[0]], axis=1)
     pooled = ps_roi_pool(maps, rows, group_size=3, output_dim=4, spatial_scale=1 / 8)
@@ -82,7 +82,7 @@ def test_fit_predict_and_keras_round_trip(tmp_path):
     path = str(tmp_path / "rfcn.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, rcnn_zoo.RFCN) and loaded.k == 3 and loaded.ohem
+    assert isinstance(loaded, rcnn_zoo.RFCN) and loaded.roi_heads.group_size == 3 and loaded.roi_heads.ohem
     again = loaded.predict(images, verbose=0)
     for key in out:
         np.testing.assert_allclose(out[key], again[key], atol=1e-5, err_msg=key)
@@ -93,7 +93,7 @@ def test_resnet_backbone_has_stride_16_conv5_and_rpn_on_conv4():
     assert model.rpn_feature_names == ("C4",) and model.roi_feature_names == ("C5",)
     features = model.backbone(np.zeros((1, 64, 96, 3), "float32"))
     assert features["C4"].shape[1:3] == features["C5"].shape[1:3] == (4, 6)
-    assert model.ps_head.reduced_channels == 1024
+    assert model.roi_heads.reduced_channels == 1024
 
 
 def test_unknown_backbone_refused():

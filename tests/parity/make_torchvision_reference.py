@@ -267,7 +267,7 @@ def reference(model_name, seed, images, tmp_dir, log):
         "numpy": np.__version__,
         "builder": f"torchvision.models.detection.{model_name}",
         "builder_kwargs": BUILDER_KWARGS,
-        "num_classes": int(roi.box_predictor.cls_score.out_features),
+        "num_classes": int(roi.roi_heads.box_predictor.cls_score.out_features),
         "batch_norm": sorted({f"{type(m).__name__} eps={m.eps}" for m in model.modules()
                               if isinstance(m, torch.nn.modules.batchnorm._NormBase)}),
         "images": meta_images,

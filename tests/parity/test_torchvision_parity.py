@@ -160,7 +160,7 @@ def _stages(model, image):
     normalised, resized, scale = model.preprocess(tf.constant(image[None]))
     features = model.backbone(normalised, training=False)
     levels = [features[name] for name in model.rpn_feature_names]
-    anchors = model.anchor_generator(levels, image_shape=tf.shape(normalised)[1:3])
+    anchors = model.rpn.anchor_generator(levels, image_shape=tf.shape(normalised)[1:3])
     return normalised, resized, features, anchors
 
 
@@ -188,7 +188,7 @@ def test_each_stage_and_the_detections_of_one_image(converted, images, index):
     # The box head on torchvision's own first 64 proposals.
     rois = tf.constant(reference[f"{prefix}/proposals/boxes"][None, :64])
     roi_levels = [features[level] for level in model.roi_feature_names]
-    logits, deltas = model._roi_head(roi_levels, rois, False)
+    logits, deltas = model.roi_heads(roi_levels, rois, training=False)
     count = rois.shape[1]
     expected = reference[f"{prefix}/box_head/class_logits"][:count]
     np.testing.assert_allclose(logits[0].numpy(), expected, atol=1e-4 * np.abs(expected).max())

@@ -45,18 +45,18 @@ def test_background_last_becomes_background_first(converted):
     state, model = converted
     fc_cls = state["roi_head.bbox_head.fc_cls.weight"]  # [21, 1024], row 20 = background
     fc_reg = state["roi_head.bbox_head.fc_reg.weight"]  # [80, 1024], no background rows
-    cls_kernel = model.box_predictor.cls_score.kernel.numpy()  # [1024, 21]
+    cls_kernel = model.roi_heads.box_predictor.cls_score.kernel.numpy()  # [1024, 21]
     np.testing.assert_array_equal(cls_kernel[:, 0], fc_cls[NUM_CLASSES])
     np.testing.assert_array_equal(cls_kernel[:, 1:], fc_cls[:NUM_CLASSES].T)
     np.testing.assert_array_equal(
-        model.box_predictor.cls_score.bias.numpy()[[0, 1, 20]],
+        model.roi_heads.box_predictor.cls_score.bias.numpy()[[0, 1, 20]],
         state["roi_head.bbox_head.fc_cls.bias"][[20, 0, 19]],
     )
-    reg_kernel = model.box_predictor.bbox_pred.kernel.numpy()  # [1024, 84]
+    reg_kernel = model.roi_heads.box_predictor.bbox_pred.kernel.numpy()  # [1024, 84]
     np.testing.assert_array_equal(reg_kernel[:, :4], 0.0)
     np.testing.assert_array_equal(reg_kernel[:, 4:], fc_reg.T)
     hidden = np.random.default_rng(1).standard_normal((3, 1024)).astype(np.float32)
-    logits, deltas = model.box_predictor(hidden)
+    logits, deltas = model.roi_heads.box_predictor(hidden)
     theirs_logits = hidden @ fc_cls.T + state["roi_head.bbox_head.fc_cls.bias"]
     theirs_deltas = hidden @ fc_reg.T + state["roi_head.bbox_head.fc_reg.bias"]
     # Same class probabilities, background moved; class c's deltas at our index c + 1.
@@ -76,12 +76,12 @@ def test_neck_rpn_and_shared_fcs(converted):
         state["neck.fpn_convs.2.conv.weight"].transpose(2, 3, 1, 0),
     )
     np.testing.assert_array_equal(
-        model.rpn_head.objectness.kernel.numpy()[0, 0], state["rpn_head.rpn_cls.weight"][:, :, 0, 0].T
+        model.rpn.head.objectness.kernel.numpy()[0, 0], state["rpn_head.rpn_cls.weight"][:, :, 0, 0].T
     )
     np.testing.assert_array_equal(
-        model.rpn_head.deltas.bias.numpy(), state["rpn_head.rpn_reg.bias"]
+        model.rpn.head.deltas.bias.numpy(), state["rpn_head.rpn_reg.bias"]
     )
-    fc6 = model.box_head.fc6.kernel.numpy()
+    fc6 = model.roi_heads.box_head.fc6.kernel.numpy()
     weight = state["roi_head.bbox_head.shared_fcs.0.weight"]
     # our row (y·7 + x)·256 + c  ←  their column c·49 + y·7 + x
     y, x, c, o = 3, 5, 17, 9
@@ -114,7 +114,7 @@ def _mmdet_anchors(stride, height, width, scale=8, ratios=(0.5, 1.0, 2.0)):
 def test_anchors_match_mmdetection(converted):
     _, model = converted
     sizes = [(5, 7), (3, 4), (2, 2), (1, 1), (1, 1)]
-    ours = model.anchor_generator.anchors_for_shapes(sizes)
+    ours = model.rpn.anchor_generator.anchors_for_shapes(sizes)
     for level, (stride, (h, w)) in enumerate(zip((4, 8, 16, 32, 64), sizes)):
         np.testing.assert_allclose(ours[level].numpy(), _mmdet_anchors(stride, h, w), rtol=1e-6, atol=1e-4)
 
@@ -183,8 +183,8 @@ def test_voc_entry_downloads_and_converts_a_pth(converted, tmp_path, monkeypatch
     monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path / "cache"))
     model = build_pretrained("voc_local")
     assert model.class_names == entry["class_names"]
-    assert model.hp["anchor_style"] == "detectron2" and model.image_min_size == 600
-    assert model.hp["roi_aligned"] is True  # MMCV's RoIAlign is half-pixel aligned
+    assert model.hyperparameters()["anchor_style"] == "detectron2" and model.image_min_size == 600
+    assert model.hyperparameters()["roi_aligned"] is True  # MMCV's RoIAlign is half-pixel aligned
     for a, b in zip(model.weights, reference.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert any(p.endswith(".weights.h5") for p in os.listdir(tmp_path / "cache" / "rcnn_zoo"))

@@ -111,7 +111,7 @@ def test_rpn_head_equals_pytorch_layout(converted):
     # permute(0, 3, 4, 1, 2) → [N, H·W·A, C].
     expected_logits = logits.reshape(1, 3, 1, 5, 6).transpose(0, 3, 4, 1, 2).reshape(1, -1)
     expected_deltas = deltas.reshape(1, 3, 4, 5, 6).transpose(0, 3, 4, 1, 2).reshape(1, -1, 4)
-    ours_logits, ours_deltas, _, _ = model.rpn_head([feature.transpose(0, 2, 3, 1)])
+    ours_logits, ours_deltas, _, _ = model.rpn.head([feature.transpose(0, 2, 3, 1)])
     np.testing.assert_allclose(ours_logits.numpy(), expected_logits, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours_deltas.numpy(), expected_deltas, rtol=1e-4, atol=1e-4)
 
@@ -124,13 +124,13 @@ def test_box_head_flattening_and_predictor(converted):
     x = pooled.reshape(4, -1).astype(np.float64)  # torch flattens C, H, W
     x = np.maximum(x @ state[head + "fc6.weight"].T + state[head + "fc6.bias"], 0)
     x = np.maximum(x @ state[head + "fc7.weight"].T + state[head + "fc7.bias"], 0)
-    hidden = model.box_head(pooled.transpose(0, 2, 3, 1)).numpy()
+    hidden = model.roi_heads.box_head(pooled.transpose(0, 2, 3, 1)).numpy()
     np.testing.assert_allclose(hidden, x, rtol=1e-4, atol=1e-4)
 
     predictor = "roi_heads.box_predictor."
     logits = x @ state[predictor + "cls_score.weight"].T + state[predictor + "cls_score.bias"]
     deltas = x @ state[predictor + "bbox_pred.weight"].T + state[predictor + "bbox_pred.bias"]
-    ours_logits, ours_deltas = model.box_predictor(hidden)
+    ours_logits, ours_deltas = model.roi_heads.box_predictor(hidden)
     np.testing.assert_allclose(ours_logits.numpy(), logits, rtol=1e-4, atol=1e-4)
     # torchvision decodes box_regression.reshape(K, -1, 4): class-major, (dx, dy, dw, dh).
     np.testing.assert_allclose(ours_deltas.numpy(), deltas.reshape(4, 91, 4), rtol=1e-4, atol=1e-4)

@@ -194,9 +194,9 @@ def test_fpn_and_rpn_layout(converted):
     inner = model.backbone.get_layer("fpn_inner1")
     np.testing.assert_array_equal(inner.kernel.numpy()[0, 0], state["backbone.fpn.inner_blocks.1.0.weight"][:, :, 0, 0].T)
     np.testing.assert_array_equal(
-        model.rpn_head.objectness.kernel.numpy()[0, 0], state["rpn.head.cls_logits.weight"][:, :, 0, 0].T
+        model.rpn.head.objectness.kernel.numpy()[0, 0], state["rpn.head.cls_logits.weight"][:, :, 0, 0].T
     )
-    assert model.rpn_head.deltas.kernel.shape == (1, 1, 256, 60)
+    assert model.rpn.head.deltas.kernel.shape == (1, 1, 256, 60)
 
 
 def test_converted_detector_runs_on_two_image_sizes(converted):
@@ -228,9 +228,9 @@ def test_model_arguments_of_both_variants():
 def test_backbone_defaults_equal_model_arguments():
     model = FasterRCNN(num_classes=2, backbone="mobilenet_v3_large_fpn")
     for key, value in tv.MODEL_ARGUMENTS.items():
-        if key in model.hp:
+        if key in model.hyperparameters():
             expected = value
-            got = model.hp[key]
+            got = model.hyperparameters()[key]
             if isinstance(value, list):
                 expected = [tuple(v) if isinstance(v, list) else v for v in value]
                 got = [tuple(v) if isinstance(v, (list, tuple)) else v for v in got]
@@ -274,5 +274,5 @@ def test_convert_command_takes_the_mobilenet_family(tmp_path):
     model = FasterRCNN(weights=str(output), **tv.model_arguments(90, low_resolution=True))
     state = read_state_dict(str(source))
     np.testing.assert_allclose(
-        model.box_predictor.get_weights()[0], state["roi_heads.box_predictor.cls_score.weight"].T, rtol=1e-6
+        model.roi_heads.box_predictor.get_weights()[0], state["roi_heads.box_predictor.cls_score.weight"].T, rtol=1e-6
     )

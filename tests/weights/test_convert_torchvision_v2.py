@@ -141,7 +141,7 @@ def test_two_conv_rpn_head_equals_pytorch_layout(converted):
     # torchvision's concat_box_prediction_layers: [N, A·C, H, W] → [N, H·W·A, C].
     expected_logits = logits.reshape(1, 3, 1, 5, 6).transpose(0, 3, 4, 1, 2).reshape(1, -1)
     expected_deltas = deltas.reshape(1, 3, 4, 5, 6).transpose(0, 3, 4, 1, 2).reshape(1, -1, 4)
-    ours_logits, ours_deltas, _, _ = model.rpn_head([_nhwc(feature)])
+    ours_logits, ours_deltas, _, _ = model.rpn.head([_nhwc(feature)])
     np.testing.assert_allclose(ours_logits.numpy(), expected_logits, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours_deltas.numpy(), expected_deltas, rtol=1e-4, atol=1e-4)
 
@@ -155,13 +155,13 @@ def test_conv_fc_box_head_and_predictor(converted):
         x = np.maximum(_bn_nchw(_conv_nchw(x, state[prefix + ".0.weight"], padding=1), state, prefix + ".1"), 0)
     x = x.reshape(3, -1)  # nn.Flatten over (C, H, W)
     x = np.maximum(x @ state["roi_heads.box_head.5.weight"].T + state["roi_heads.box_head.5.bias"], 0)
-    hidden = model.box_head(_nhwc(pooled), training=False).numpy()
+    hidden = model.roi_heads.box_head(_nhwc(pooled), training=False).numpy()
     np.testing.assert_allclose(hidden, x, rtol=1e-4, atol=1e-4 * np.abs(x).max())
 
     predictor = "roi_heads.box_predictor."
     logits = x @ state[predictor + "cls_score.weight"].T + state[predictor + "cls_score.bias"]
     deltas = x @ state[predictor + "bbox_pred.weight"].T + state[predictor + "bbox_pred.bias"]
-    ours_logits, ours_deltas = model.box_predictor(hidden)
+    ours_logits, ours_deltas = model.roi_heads.box_predictor(hidden)
     np.testing.assert_allclose(ours_logits.numpy(), logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
     np.testing.assert_allclose(ours_deltas.numpy(), deltas.reshape(3, 91, 4), rtol=1e-4, atol=1e-4 * np.abs(deltas).max())
 
@@ -182,7 +182,7 @@ def test_class_count_change_leaves_predictor_initialised(small_state):
     with pytest.warns(UserWarning, match="box_predictor"):
         convert_state_dict("torchvision_v2", small_state, model=model)
     np.testing.assert_array_equal(
-        model.rpn_head.convs[1].bias.numpy(), small_state["rpn.head.conv.1.0.bias"]
+        model.rpn.head.convs[1].bias.numpy(), small_state["rpn.head.conv.1.0.bias"]
     )
 
 

@@ -16,7 +16,7 @@ IMAGE = np.random.default_rng(5).uniform(0, 255, (1, 90, 120, 3)).astype(np.floa
 def cli_style_model():
     model = build_detector(2, ["cat", "dog"], "tiny", image_min_size=96, image_max_size=128)
     model(IMAGE)
-    assert model.anchor_generator.num_anchors_per_location[0] == 12  # the CLI's tiny anchors
+    assert model.rpn.anchor_generator.num_anchors_per_location[0] == 12  # the CLI's tiny anchors
     return model
 
 
@@ -25,7 +25,7 @@ def test_a_keras_file_is_its_own_preset(cli_style_model, tmp_path):
     cli_style_model.save(path)
     model = rcnn_zoo.FasterRCNN(weights=str(path))
     assert model.class_names == ["cat", "dog"] and model.num_classes == 2
-    assert model.anchor_generator.num_anchors_per_location[0] == 12
+    assert model.rpn.anchor_generator.num_anchors_per_location[0] == 12
     expected, got = cli_style_model.predict(IMAGE, verbose=0), model.predict(IMAGE, verbose=0)
     np.testing.assert_array_equal(got["boxes"], expected["boxes"])
 
@@ -51,4 +51,4 @@ def test_weights_of_another_anchor_layout_are_refused_naming_the_anchors(cli_sty
     assert "12 anchors per location" in message and "has 9" in message and str(path) in message
     model = rcnn_zoo.FasterRCNN(weights=str(path), num_classes=2, backbone="tiny",
                                 anchor_sizes=((32.0, 64.0, 128.0, 256.0),))
-    np.testing.assert_array_equal(model.rpn_head.weights[0].numpy(), cli_style_model.rpn_head.weights[0].numpy())
+    np.testing.assert_array_equal(model.rpn.head.weights[0].numpy(), cli_style_model.rpn.head.weights[0].numpy())

@@ -10,7 +10,6 @@ import pytest
 from rcnn_zoo import FasterRCNN, weights
 from rcnn_zoo.data.synthetic import CLASS_NAMES as SHAPE_CLASSES
 from rcnn_zoo.data.voc import VOC_CLASSES
-from rcnn_zoo.models.faster_rcnn import DEFAULTS
 
 REQUIRED = ("description", "model", "class_names", "preprocessing", "source", "licence", "metric", "sha256")
 
@@ -30,7 +29,7 @@ def test_builtin_registry_entries():
         missing = [field for field in REQUIRED if field not in entry]
         assert not missing, (name, missing)
         assert len(entry["class_names"]) == entry["model"]["num_classes"]
-        accepted = set(inspect.signature(FasterRCNN.__init__).parameters) | set(DEFAULTS)
+        accepted = set(inspect.signature(FasterRCNN.__init__).parameters) | set(FasterRCNN.accepted_hyperparameters())
         assert set(entry["model"]) <= accepted, set(entry["model"]) - accepted
 
 
