@@ -1,6 +1,7 @@
 """The one-pass training pipeline: options, orientation batching, the seeded augmentation stream."""
 
 import numpy as np
+import tensorflow as tf
 import pytest
 from PIL import Image
 
@@ -47,6 +48,8 @@ PINNED = [
 
 
 def test_a_fixed_seed_gives_the_pinned_batches_every_time(shapes):
+    # The op seeds combine with TF's global seed, which earlier tests set: pin with none set.
+    tf.random.set_seed(None)
     for _ in range(2):  # built twice: the same stream
         data = training_dataset(shapes, 2, 32, 48, flip=0.5, crop=0.5, zoom_out=1.5, seed=11)
         for expected, got in zip(PINNED, (_epoch(data), _epoch(data))):
