@@ -57,10 +57,10 @@ def test_faster_rcnn_predicts_with_each_backbone(backbone, extra):
 
 def test_fpn_uses_multi_level_roi_align_and_c4_uses_conv5():
     fpn = rcnn_zoo.FasterRCNN(num_classes=2, backbone="resnet50_fpn")
-    assert type(fpn.roi_pooler).__name__ == "MultiLevelRoIAlign"
-    assert fpn.roi_pooler.strides == (4, 8, 16, 32)
+    assert type(fpn.roi_heads.pooler).__name__ == "MultiLevelRoIAlign"
+    assert fpn.roi_heads.pooler.strides == (4, 8, 16, 32)
     c4 = rcnn_zoo.FasterRCNN(num_classes=2, backbone="resnet101")
-    assert type(c4.box_head).__name__ == "Res5BoxHead"
+    assert type(c4.roi_heads.box_head).__name__ == "Res5BoxHead"
 
 
 def test_unknown_backbone_and_weights_are_refused():
