@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from rcnn_zoo.backbones.base import Backbone, check_weights_argument, load_imagenet
+from rcnn_zoo.backbones.frozen_norm import BatchNormalization, Conv2D
 
 BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 _BN_EPSILON = 1.001e-5  # keras.applications' value; torchvision uses 1e-5 (converters adjust)
@@ -18,13 +19,18 @@ _BN_EPSILON = 1.001e-5  # keras.applications' value; torchvision uses 1e-5 (conv
 def _norm(name, frozen):
     # A frozen BatchNormalization (trainable=False) always runs in inference mode in Keras 3,
     # which is what detection fine-tuning with 1-2 images per batch needs.
-    bn = layers.BatchNormalization(axis=-1, epsilon=_BN_EPSILON, name=name)
+    bn = BatchNormalization(axis=-1, epsilon=_BN_EPSILON, name=name)
     bn.trainable = not frozen
     return bn
 
 
-def _conv(filters, kernel, stride, name):
-    return layers.Conv2D(filters, kernel, strides=stride, name=name)
+def _conv_norm(x, filters, kernel, stride, name, frozen, **conv_options):
+    """``{name}_conv`` then ``{name}_bn``; a frozen norm is folded into the conv (frozen_norm.py)."""
+    conv = Conv2D(filters, kernel, strides=stride, name=f"{name}_conv", **conv_options)
+    norm = _norm(f"{name}_bn", frozen)
+    if frozen:
+        conv.fold(norm)
+    return norm(conv(x))
 
 
 def bottleneck(x, filters, stride, name, shortcut, stride_in_1x1, frozen_bn, dilation=1):
@@ -37,23 +43,16 @@ def bottleneck(x, filters, stride, name, shortcut, stride_in_1x1, frozen_bn, dil
         dilation: of the 3×3 conv (R-FCN's à trous conv5 keeps stride 16 with dilation 2).
     """
     s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-    if shortcut:
-        skip = _conv(4 * filters, 1, stride, f"{name}_0_conv")(x)
-        skip = _norm(f"{name}_0_bn", frozen_bn)(skip)
-    else:
-        skip = x
-    y = _conv(filters, 1, s1, f"{name}_1_conv")(x)
-    y = _norm(f"{name}_1_bn", frozen_bn)(y)
+    skip = _conv_norm(x, 4 * filters, 1, stride, f"{name}_0", frozen_bn) if shortcut else x
+    y = _conv_norm(x, filters, 1, s1, f"{name}_1", frozen_bn)
     y = layers.Activation("relu", name=f"{name}_1_relu")(y)
     if s3 == 1:
-        y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv")(y)
+        y = _conv_norm(y, filters, 3, 1, f"{name}_2", frozen_bn, padding="same", dilation_rate=dilation)
     else:
         y = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(y)
-        y = _conv(filters, 3, s3, f"{name}_2_conv")(y)
-    y = _norm(f"{name}_2_bn", frozen_bn)(y)
+        y = _conv_norm(y, filters, 3, s3, f"{name}_2", frozen_bn)
     y = layers.Activation("relu", name=f"{name}_2_relu")(y)
-    y = _conv(4 * filters, 1, 1, f"{name}_3_conv")(y)
-    y = _norm(f"{name}_3_bn", frozen_bn)(y)
+    y = _conv_norm(y, 4 * filters, 1, 1, f"{name}_3", frozen_bn)
     y = layers.Add(name=f"{name}_add")([skip, y])
     return layers.Activation("relu", name=f"{name}_out")(y)
 
@@ -69,8 +68,7 @@ def stage(x, filters, blocks, stride, name, stride_in_1x1, frozen_bn, dilation=1
 def stem(x, frozen_bn):
     """conv1 7×7/2 + max-pool 3×3/2: stride 4, 64 channels."""
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
-    x = _norm("conv1_bn", frozen_bn)(x)
+    x = _conv_norm(x, 64, 7, 2, "conv1", frozen_bn)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)  # zeros == -inf padding after ReLU
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -42,7 +42,11 @@ MOBILENET_LEVELS = {"0": "P5a", "1": "P5b", "pool": "P6"}  # both FPN inputs hav
 # magnifies float32 noise more (hard-swish, squeeze-excitation over the padded map): its
 # largest photo reaches 0.042 px and 1.5e-4 alone, and in the 1216×1216 batch 0.21 px and
 # 1.8e-3 (every detection still pairs up, same label, IoU > 0.99).
-TOLERANCES = {"fasterrcnn_mobilenet_v3_large_fpn": (0.05, 1e-3)}
+# v2: the frozen batch norms are folded into the trunk's convs (backbones/frozen_norm.py), which
+# moves features by ~2e-6 relative (float32 rounding of conv(x, W·s) against conv(x, W)·s); the
+# 4conv1fc head's batch norms amplify it to ~1e-4 in a score (measured 1.0e-4 at most, against
+# 4e-5 unfolded).
+TOLERANCES = {"fasterrcnn_mobilenet_v3_large_fpn": (0.05, 1e-3), "fasterrcnn_resnet50_fpn_v2": (BOX_TOL, 2e-4)}
 BATCH_TOLERANCES = {"fasterrcnn_mobilenet_v3_large_fpn": (0.25, 2e-3)}
 MODELS = {
     "fasterrcnn_resnet50_fpn": ("coco", FPN_LEVELS),
