@@ -84,7 +84,8 @@ setup(
     extras_require={
         "proposals": ["opencv-contrib-python-headless"],
         "coco": ["pycocotools"],
-        "test": ["pytest", "opencv-contrib-python-headless", "pycocotools"],
+        "onnx": ["tf2onnx", "onnx", "onnxruntime"],
+        "test": ["pytest", "opencv-contrib-python-headless", "pycocotools", "tf2onnx", "onnx", "onnxruntime"],
     },
     entry_points={"console_scripts": ["rcnn-zoo=rcnn_zoo.cli:main"]},
 )

@@ -12,18 +12,23 @@ depend on them), on a real photo from ../shared/datasets/raccoon by default.
 reference size, so the model does not resize it further); ``--policies`` adds rows under other
 Keras dtype policies (``mixed_bfloat16`` uses oneDNN's bf16 kernels on CPUs with AVX512_BF16).
 
-FLOPs are counted by TensorFlow's profiler on the traced inference graph (2 FLOPs per
-multiply-add; convolutions and matmuls dominate; the RoI ops and NMS are not counted).
+FLOPs are counted by TensorFlow's profiler on the backbone, RPN head and box head traced with
+static shapes (2 FLOPs per multiply-add; the RoI ops and NMS are not counted; see
+``bench_profile.conv_matmul_flops``).
 """
 
 import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_profile import conv_matmul_flops  # noqa: E402
 
 DEFAULT_IMAGE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "raccoon", "images", "raccoon-1.jpg"
@@ -32,16 +37,6 @@ CONFIGS = (
     ("resnet50_fpn", 800, 1333),
     ("vgg16", 600, 1000),
 )
-
-
-def _flops(function, *args):
-    import tensorflow as tf  # noqa: PLC0415
-
-    concrete = tf.function(function).get_concrete_function(*args)
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    info = tf.compat.v1.profiler.profile(graph=concrete.graph, options=options)
-    return info.total_float_ops
 
 
 def _median_time(function, args, repeats):
@@ -69,7 +64,7 @@ def bench_config(backbone, min_size, max_size, image, repeats, policy="float32")
     batch = tf.constant(image[None].astype("float32"))
     infer = tf.function(lambda x: model(x, training=False))
     latency = _median_time(infer, (batch,), repeats)
-    flops = _flops(lambda x: model(x, training=False), tf.TensorSpec(batch.shape, tf.float32))
+    flops = conv_matmul_flops(model, batch)
 
     boxes = tf.constant([[[0.2 * image.shape[1], 0.2 * image.shape[0],
                            0.8 * image.shape[1], 0.8 * image.shape[0]]]], tf.float32)

@@ -188,13 +188,17 @@ def region_scorer_detections(model, images, image_sizes, proposals):
         part_scores, part_deltas = model.score_regions(
             images, flat[start:start + chunk], owners[start:start + chunk], image_sizes
         )
-        return step + 1, scores.write(step, part_scores), deltas.write(step, part_deltas)
+        return step + 1, tf.concat([scores, part_scores], 0), tf.concat([deltas, part_deltas], 0)
 
-    scores = tf.TensorArray(tf.float32, size=steps, infer_shape=False, element_shape=[None, classes])
-    deltas = tf.TensorArray(tf.float32, size=steps, infer_shape=False, element_shape=[None, classes, 4])
-    _, scores, deltas = tf.while_loop(lambda step, *_: step < steps, body, (0, scores, deltas))
-    scores = tf.reshape(scores.concat(), [batch, count, classes])
-    deltas = tf.reshape(deltas.concat(), [batch, count, classes, 4])
+    # The chunks are appended to loop-carried tensors rather than a TensorArray: tf2onnx cannot
+    # convert TensorArray.concat (ONNX export), and the values are the same.
+    scores = tf.zeros([0, classes], tf.float32)
+    deltas = tf.zeros([0, classes, 4], tf.float32)
+    invariants = (tf.TensorShape([]), tf.TensorShape([None, classes]), tf.TensorShape([None, classes, 4]))
+    _, scores, deltas = tf.while_loop(lambda step, *_: step < steps, body, (0, scores, deltas),
+                                      shape_invariants=invariants)
+    scores = tf.reshape(scores, [batch, count, classes])
+    deltas = tf.reshape(deltas, [batch, count, classes, 4])
     return model.postprocess(boxes, scores, deltas, tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32))
 
 

@@ -8,6 +8,7 @@ from rcnn_zoo.cli.parsers import add_data_arguments
 from rcnn_zoo.evaluation import METRICS
 from rcnn_zoo.models.registry import DETECTORS
 from rcnn_zoo.training import CLI_ANCHOR_SIZES, CLI_IMAGE_SIZES, DETECTOR_TRAINING, TrainConfig, train
+from rcnn_zoo.training.distribute import DISTRIBUTE_MODES
 from rcnn_zoo.training.record import earlier_arguments
 from rcnn_zoo.training.schedules import OPTIMIZERS
 
@@ -27,7 +28,10 @@ DESCRIPTION = (
     "(backup/ in the output folder). Finished, and want more epochs? Add --resume and a "
     "larger --epochs: training continues from last.keras, its optimizer state included, "
     "with the options of the first run (config.json) except those given again, and the "
-    "cosine learning-rate curve is stretched to the new length."
+    "cosine learning-rate curve is stretched to the new length.\n\n"
+    "Several machines: run the same command on each with --distribute multi-worker and its own "
+    "TF_CONFIG (docs/distributed.md); --batch-size stays the global batch, and only the chief "
+    "writes into --output-dir."
 )
 EXAMPLES = (
     "  # a VOC-style folder (images/, annotations/, train.txt, test.txt), small CPU model\n"
@@ -39,6 +43,10 @@ EXAMPLES = (
     "  # R-FCN, or Fast R-CNN on selective search proposals (cached in runs/fast/proposals/)\n"
     "  rcnn-zoo train --data ../shared/datasets/raccoon --detector rfcn --output-dir runs/rfcn\n"
     "  rcnn-zoo train --data ../shared/datasets/raccoon --detector fast_rcnn --output-dir runs/fast\n"
+    "  # two machines, 2 images per step in all (1 each); host2 runs the same with index 1\n"
+    "  TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:12345\", \"host2:12345\"]}, "
+    "\"task\": {\"type\": \"worker\", \"index\": 0}}' \\\n"
+    "  rcnn-zoo train --data /shared/raccoon --batch-size 2 --distribute multi-worker --output-dir /shared/runs/r\n"
     "  # COCO format\n"
     "  rcnn-zoo train --format coco --annotations train.json --images train/ \\\n"
     "      --val-annotations val.json --val-images val/ --backbone resnet50_fpn --output-dir runs/coco\n"
@@ -89,7 +97,9 @@ def _add_model_options(group, defaults):
 def _add_schedule_options(group, defaults):
     """The "schedule" options: epochs, batch size, optimizer, learning rate, seed."""
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="images per step in all: the GLOBAL batch, shared equally by the replicas "
+                       "with --distribute (a multiple of their number)")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
                        help="adam (AdamW when --weight-decay > 0) or sgd (momentum 0.9)")
     group.add_argument("--lr", type=float, default=defaults.lr,
@@ -97,6 +107,11 @@ def _add_schedule_options(group, defaults):
     group.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="decoupled weight decay")
     group.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs, help="warm-up length")
     group.add_argument("--seed", type=int, default=defaults.seed, help="random seed (weights, shuffling, augmentation)")
+    group.add_argument("--distribute", choices=DISTRIBUTE_MODES, default=defaults.distribute,
+                       help="none: this process alone; mirrored: the GPUs of this machine; multi-worker: one "
+                       "process per machine, the cluster and this machine's task read from the TF_CONFIG "
+                       "environment variable (docs/distributed.md). Not a run option: --resume does not "
+                       "take it from config.json")
 
 
 def _add_augmentation_options(group, defaults):
@@ -141,6 +156,6 @@ def run(args):
         earlier = earlier_arguments(args.output_dir)
         given = _given_options(args._train_parser, args._argv)
         values.update({k: v for k, v in earlier.items() if k in fields and k not in given
-                       and k not in ("resume", "output_dir")})
+                       and k not in ("resume", "output_dir", "distribute")})
     train(TrainConfig(**values))
     return 0

@@ -5,12 +5,21 @@ the model samples RoIs from its own proposals during that pass, and ``compute_lo
 remaining targets from the ``y_pred`` it is given (keras-hub's convention). The model's
 ``compute_losses(y_pred)`` returns its named losses (each module's own); they are summed with
 optional weights and each is logged under its name (``LOSS_NAMES``) next to the total ``loss``.
+
+Under a ``tf.distribute`` strategy of N replicas (``docs/distributed.md``) each replica's loss is
+1/N of its own batch's loss, the clip of the gradients acts on their sum over the replicas, and
+training batch norm layers use the statistics of the global batch, so that N replicas of b
+images train as one process on N·b images (exactly when every replica samples as many anchors
+and RoIs, which the default fixed-size sampling does).
 """
+
+import contextlib
 
 import keras
 import tensorflow as tf
 
 from rcnn_zoo import losses as losses_module
+from rcnn_zoo.backbones.frozen_norm import folding
 from rcnn_zoo.export import export_saved_model
 
 # The loss functions ``compile`` takes, their defaults, and the detector losses they compute.
@@ -32,11 +41,76 @@ def _num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _multi_worker(strategy):
+    """Whether ``strategy`` spans several workers: then Keras reduces each step's logs with a
+    cross-worker ``strategy.reduce("MEAN", v, axis=0)`` (and its build step, see
+    :meth:`MultiTaskDetector._maybe_symbolic_build`). The test is the one Keras makes."""
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        in_multi_worker_mode and in_multi_worker_mode())
+
+
+@contextlib.contextmanager
+def _batch_norm_across_replicas(model):
+    """While tracing a training step over several replicas, let every training batch norm
+    layer of ``model`` compute its batch statistics over the GLOBAL batch (Keras'
+    ``synchronized`` moments: all-reduced sums), so that N replicas of b images train as one
+    process on N·b images. The flag is restored afterwards: it only matters while the step is
+    traced, and a saved model keeps its own config."""
+    if _num_replicas() == 1:
+        yield
+        return
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized]
+    for layer in layers:
+        layer.synchronized = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.synchronized = False
+
+
+def _clip_summed_gradients(optimizer, gradients):
+    """This replica's share of the clipped SUM of the replicas' gradients.
+
+    Keras optimizers clip (``clipnorm``, ``global_clipnorm``, ``clipvalue``) each replica's own
+    gradients before summing them across replicas, so with N replicas the clip would act on
+    partial gradients. Here the sum is formed first (one extra all-reduce, only when the
+    optimizer clips), clipped as the optimizer would clip it, and each replica passes on 1/N of
+    it: the optimizer's own clip then finds nothing to clip (every norm and value is at most
+    1/N of its limit) and its sum over replicas gives back the clipped global gradient.
+    """
+    replicas, context = _num_replicas(), tf.distribute.get_replica_context()
+    if replicas == 1 or context is None or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return gradients  # (a LossScaleOptimizer's gradients are scaled: it clips after unscaling)
+    if not (optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue):
+        return gradients
+    present = [i for i, g in enumerate(gradients) if g is not None]
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in present])
+    if optimizer.clipnorm:
+        summed = [tf.clip_by_norm(g, optimizer.clipnorm) for g in summed]
+    elif optimizer.global_clipnorm:
+        summed, _ = tf.clip_by_global_norm(summed, optimizer.global_clipnorm)
+    else:
+        summed = [tf.clip_by_value(g, -optimizer.clipvalue, optimizer.clipvalue) for g in summed]
+    shares = list(gradients)
+    for i, g in zip(present, summed):
+        shares[i] = g / float(replicas)
+    return shares
+
+
 class MultiTaskDetector(keras.Model):
     """``compile``/``fit``/``evaluate``/``predict``/``export`` for a model whose ``call(x,
     training, ground_truth)`` returns, with ground truth, what its ``compute_losses`` needs."""
 
     LOSS_NAMES = ()
+
+    def __call__(self, *args, **kwargs):
+        # Every pass of the detector (fit, predict, export traces) runs its frozen batch norms
+        # folded into their convs; its layers called on their own stay Keras' (frozen_norm.py).
+        with folding():
+            return super().__call__(*args, **kwargs)
 
     # ------------------------------------------------------------------ training protocol
     def compile(
@@ -129,11 +203,14 @@ class MultiTaskDetector(keras.Model):
         # counted before the failed read aborts the step and shrink the mean to n/(n+1).
         images = tf.cast(_batch_size(x), tf.float32) if x is not None else None
         for tracker in self.loss_trackers:
-            # Keras Loss objects already divide by the replica count; log per-batch values.
-            tracker.update_state(parts[tracker.name] * replicas, sample_weight=images)
+            tracker.update_state(parts[tracker.name], sample_weight=images)
         if self.losses:
-            total = total + tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in self.losses]) / replicas
-        return total
+            total = total + tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in self.losses])
+        # Each part is already a whole-batch scalar, which Keras' Loss.__call__ returns as it is
+        # (it divides by the replica count only when it reduces per-element values itself). The
+        # optimizer SUMS the replicas' gradients, so each replica contributes 1/N: with equal
+        # per-replica batches this is the gradient of the global batch's loss.
+        return total / replicas
 
     def _forward_with_targets(self, data, training):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -146,12 +223,12 @@ class MultiTaskDetector(keras.Model):
         return x, y, y_pred, sample_weight, loss
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, _batch_norm_across_replicas(self):
             x, y, y_pred, sample_weight, loss = self._forward_with_targets(data, training=True)
             self._loss_tracker.update_state(loss * _num_replicas(), sample_weight=_batch_size(x))
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
+        gradients = _clip_summed_gradients(self.optimizer, tape.gradient(scaled, variables))
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -163,7 +240,27 @@ class MultiTaskDetector(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Compiled metrics expect plain tensors; detectors log their losses (and mAP through
         # rcnn_zoo.evaluation.MeanAveragePrecisionCallback), so only report the trackers.
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(self.distribute_strategy):
+            # Across workers Keras reduces each logged value with reduce("MEAN", v, axis=0),
+            # which a scalar has no axis for (keras-team/keras#20585). The trackers' variables
+            # are already summed over replicas, so every replica holds the same result and the
+            # mean over a [1] axis returns it unchanged.
+            results = {name: value[None] for name, value in results.items()}
+        return results
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras builds the optimizer and metrics from one batch before the first step; across
+        workers it first merges a distributed batch with ``strategy.reduce("MEAN", batch)``,
+        which fails on a nest of tensors (keras-team/keras#20585). The build needs only shapes
+        and dtypes, so hand it this worker's first replica's part of that batch instead."""
+        if iterator is not None and data_batch is None and _multi_worker(self.distribute_strategy):
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(lambda v: local(v)[0], next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -171,11 +268,20 @@ class MultiTaskDetector(keras.Model):
 
     # ------------------------------------------------------------------ export
     def export(self, filepath, format="tf_saved_model", verbose=True, input_type="image_tensor", **kwargs):
-        """Write a SavedModel for TF Serving (Keras 3's export entry point).
+        """Write the detector for serving (Keras 3's export entry point).
 
-        Only stock TensorFlow ops are used (the pure-TF RoI ops), so stock TF Serving loads it.
-        See :func:`rcnn_zoo.export.export_saved_model` for ``input_type`` and the signature.
+        ``format="tf_saved_model"``: a SavedModel for TF Serving with only stock TensorFlow ops
+        (the pure-TF RoI ops); see :func:`rcnn_zoo.export.export_saved_model` for ``input_type``,
+        the signature and ``kwargs``. ``format="onnx"``: one ``.onnx`` file with the same inputs
+        and outputs, for onnxruntime; see :func:`rcnn_zoo.onnx_export.export_onnx` (``kwargs``:
+        ``padded``, ``opset``).
         """
-        if format != "tf_saved_model":
-            raise ValueError(f"rcnn_zoo detectors export format 'tf_saved_model' only, got {format!r}")
-        return export_saved_model(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
+        if format == "tf_saved_model":
+            return export_saved_model(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
+        if format == "onnx":
+            from rcnn_zoo.onnx_export import export_onnx  # noqa: PLC0415  (tf2onnx is optional)
+
+            return export_onnx(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
+        raise ValueError(
+            f"rcnn_zoo detectors export format 'tf_saved_model' or 'onnx', got {format!r}"
+        )

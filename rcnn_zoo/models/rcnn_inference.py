@@ -147,7 +147,12 @@ class RCNNInference:
     def export(self, filepath, format="tf_saved_model", verbose=True, input_type="image_tensor", **kwargs):
         """A SavedModel for TF Serving (Keras 3's export entry point): images and their
         selective-search ``proposals [B,R,4]`` (computed by the client, e.g. with
-        :meth:`propose`) in, detections out; see :func:`rcnn_zoo.export.export_saved_model`."""
+        :meth:`propose`) in, detections out; see :func:`rcnn_zoo.export.export_saved_model`.
+        ``format="onnx"`` writes the same as an ONNX file (:func:`rcnn_zoo.onnx_export.export_onnx`)."""
+        if format == "onnx":
+            from rcnn_zoo.onnx_export import export_onnx  # noqa: PLC0415  (tf2onnx is optional)
+
+            return export_onnx(self, filepath, input_type=input_type, verbose=verbose, **kwargs)
         if format != "tf_saved_model":
-            raise ValueError(f"rcnn_zoo detectors export format 'tf_saved_model' only, got {format!r}")
+            raise ValueError(f"rcnn_zoo detectors export format 'tf_saved_model' or 'onnx', got {format!r}")
         return export_saved_model(self, filepath, input_type=input_type, verbose=verbose, **kwargs)

@@ -15,8 +15,13 @@ three stages (:func:`train_rcnn_stages`), ``--epochs`` being the epochs of its f
 Approximate joint training (the default, Faster R-CNN section 3.2 (ii)) is just ``fit``. The
 paper's original 4-step alternating training is :func:`alternating_training`.
 
+Several devices or machines (``TrainConfig.distribute``, ``--distribute``): :mod:`distribute`
+(strategy, chief, where each worker writes, how batches are split; ``docs/distributed.md``).
+
 One concept a module, each importing only the ones listed before it:
 
+- ``distribute``: the ``tf.distribute`` strategy, the chief, each worker's write folder, the
+  split of the global batch, and the callbacks that need care across workers;
 - ``detectors``: the detector a run builds from CLI-style arguments, and how each trains;
 - ``schedules``: the optimizer and the warm-up + cosine learning rate;
 - ``config``: :class:`TrainConfig` and the checks of its values;
@@ -40,6 +45,7 @@ from rcnn_zoo.training.callbacks import (
 )
 from rcnn_zoo.training.config import TrainConfig, check_config, check_detector_options
 from rcnn_zoo.training.datasets import class_summary, proposal_training_dataset
+from rcnn_zoo.training.distribute import DISTRIBUTE_MODES, MultiWorkerBackupAndRestore, is_chief, make_strategy
 from rcnn_zoo.training.detectors import (
     CLI_ANCHOR_SIZES,
     CLI_IMAGE_SIZES,
@@ -59,11 +65,13 @@ __all__ = [
     "CLI_IMAGE_SIZES",
     "DETECTOR_TITLES",
     "DETECTOR_TRAINING",
+    "DISTRIBUTE_MODES",
     "RCNN_REGIONS_PER_BATCH_IMAGE",
     "AtomicCheckpoint",
     "CosineLearningRate",
     "FillMissing",
     "HistoryCSV",
+    "MultiWorkerBackupAndRestore",
     "RunProgress",
     "StopOnDivergence",
     "TrainConfig",
@@ -75,6 +83,8 @@ __all__ = [
     "check_detector_options",
     "class_summary",
     "image_sizes",
+    "is_chief",
+    "make_strategy",
     "parse_model_args",
     "proposal_training_dataset",
     "read_history",

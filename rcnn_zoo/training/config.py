@@ -12,6 +12,7 @@ from rcnn_zoo.training.detectors import (
     detector_class,
     no_anchors_message,
 )
+from rcnn_zoo.training.distribute import DISTRIBUTE_MODES
 from rcnn_zoo.training.schedules import OPTIMIZERS
 
 __all__ = ["TrainConfig", "check_config", "check_detector_options"]
@@ -59,6 +60,8 @@ class TrainConfig:
     resume: bool = False
     verbose: int = 1
     detector: str = "faster_rcnn"
+    # how the run is spread over devices or machines (rcnn_zoo.training.distribute)
+    distribute: str = "none"
 
 
 def check_config(config):
@@ -87,15 +90,20 @@ def check_config(config):
         raise UsageError(f"--optimizer must be adam or sgd, got {config.optimizer!r}")
     if config.verbose not in (0, 1, 2):
         raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
+    if config.distribute not in DISTRIBUTE_MODES:
+        raise UsageError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, got {config.distribute!r}")
 
 
 def check_detector_options(config):
     """Refuse what the chosen detector cannot train with (raise :class:`UsageError`): an unknown
-    ``--detector`` (the message lists the names); for ``fast_rcnn`` and ``rcnn``, whose selective
-    search proposals are computed once per original image, ``--random-crop``, ``--zoom-out`` and
-    ``--anchor-sizes``; for ``rcnn``, which trains on warped regions of the original images,
-    also ``--jitter`` and the image sizes."""
+    ``--detector`` (the message lists the names); ``--distribute`` with ``rcnn``; for
+    ``fast_rcnn`` and ``rcnn``, whose selective search proposals are computed once per original
+    image, ``--random-crop``, ``--zoom-out`` and ``--anchor-sizes``; for ``rcnn``, which trains
+    on warped regions of the original images, also ``--jitter`` and the image sizes."""
     name = detector_name(detector_class(config.detector))
+    if name == "rcnn" and config.distribute != "none":
+        raise UsageError("--distribute is not supported with --detector rcnn: its stages (fine-tuning, SVMs, box "
+                         "regressors) are not trained by one fit")
     if name not in PROPOSAL_DETECTORS:
         return
     why = "its selective search proposals are computed once per original image and would not follow"

@@ -19,8 +19,10 @@ from rcnn_zoo.errors import UsageError
 from rcnn_zoo.inference import boxes_in_model_format, image_proposals
 from rcnn_zoo.models.registry import detector_name
 from rcnn_zoo.proposals import add_proposals
+from rcnn_zoo.training.distribute import full_batches_only, shard_by_data
 
-__all__ = ["class_summary", "fit_batches", "load_training_data", "proposal_training_dataset", "rcnn_regions"]
+__all__ = ["class_summary", "distributed_batches", "fit_batches", "full_batch_count", "load_training_data",
+           "proposal_training_dataset", "rcnn_regions"]
 
 
 def load_training_data(config):
@@ -75,6 +77,28 @@ def fit_batches(model, dataset, config, cache_dir=None):
         zoom_out=config.zoom_out, seed=config.seed,
     )
     return batches, steps_per_epoch(dataset, config.batch_size)
+
+
+def full_batch_count(model, dataset, batch_size):
+    """Batches of exactly ``batch_size`` images an epoch of :func:`fit_batches` holds: Fast
+    R-CNN's batch the shuffled images in one run; the others batch portrait originals
+    (height > width) and the rest apart (``rcnn_zoo.data.steps_per_epoch``)."""
+    if detector_name(model) == "fast_rcnn":
+        return len(dataset) // batch_size
+    portrait = sum(1 for r in dataset.records if r.height > r.width)
+    return portrait // batch_size + (len(dataset) - portrait) // batch_size
+
+
+def distributed_batches(model, dataset, batches, batch_size):
+    """``(batches, steps)`` of :func:`fit_batches` for several replicas: only the full global
+    batches (:func:`~rcnn_zoo.training.distribute.full_batches_only`), split by data across
+    workers (:func:`~rcnn_zoo.training.distribute.shard_by_data`). Raises :class:`UsageError`
+    when no batch is full."""
+    steps = full_batch_count(model, dataset, batch_size)
+    if steps == 0:
+        raise UsageError(f"--batch-size {batch_size} (the global batch) is larger than the training images of each "
+                         "orientation: distributed training keeps full batches only; lower it")
+    return shard_by_data(full_batches_only(batches, batch_size, steps)), steps
 
 
 def proposal_training_dataset(model, dataset, config, cache_dir=None):

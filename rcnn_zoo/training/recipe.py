@@ -28,7 +28,23 @@ from rcnn_zoo.training.callbacks import (
     TrainingDiverged,
 )
 from rcnn_zoo.training.config import check_config, check_detector_options
-from rcnn_zoo.training.datasets import class_summary, fit_batches, load_training_data, rcnn_regions
+from rcnn_zoo.training.datasets import (
+    class_summary,
+    distributed_batches,
+    fit_batches,
+    load_training_data,
+    rcnn_regions,
+)
+from rcnn_zoo.training.distribute import (
+    ReplicaLocalEvaluation,
+    check_global_batch,
+    check_workers_agree,
+    is_chief,
+    make_strategy,
+    remove_write_dir,
+    strategy_scope,
+    write_dir,
+)
 from rcnn_zoo.training.detectors import (
     DETECTOR_TITLES,
     PROPOSAL_DETECTORS,
@@ -59,35 +75,75 @@ def train(config, callbacks=None):
     run after the built-in ones. Problems with the data paths or options raise
     :class:`rcnn_zoo.errors.UsageError`.
 
+    ``config.distribute`` (:mod:`rcnn_zoo.training.distribute`): the model is built and
+    compiled in the strategy's scope and ``config.batch_size`` is the global batch. With
+    several workers only the chief writes into ``config.output_dir``; the others write into a
+    temporary folder, removed at the end (their result's ``paths`` are still the run folder's).
+
     Returns:
         dict: ``model`` (the trained detector), ``output_dir``, ``history`` (rows of
         history.csv), ``epochs_done``, ``wall_seconds``, ``cpu_seconds``, ``paths``.
     """
     check_config(config)
     check_detector_options(config)
+    strategy = make_strategy(config.distribute)  # first: multi-worker configures TF before it runs anything
+    if strategy is not None:
+        check_global_batch(config.batch_size, strategy)
     out = config.output_dir
-    paths = run_paths(out)
-    interrupted_at, finished_before = resume_point(out, paths, config.resume)
-    train_set, val_set = load_training_data(config)
+    paths = run_paths(out)  # what every worker reads; only the chief also writes there
+    interrupted_at, finished_before, train_set, val_set = _read_run(config, paths, strategy)
     print(class_summary(train_set))
 
-    os.makedirs(out, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-    model, initial_epoch = _start_model(config, paths, train_set, interrupted_at, finished_before)
-    if initial_epoch >= config.epochs:
-        print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
-        return _result(model, out, read_history(paths["history"]), initial_epoch, 0.0, 0.0, paths)
-    continuing = initial_epoch > 0
-    if continuing:
-        how = "interrupted run (backup/progress.json, last.keras)" if interrupted_at else "last.keras"
-        print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
+    written = write_dir(out, strategy)
+    try:
+        os.makedirs(written, exist_ok=True)
+        keras.utils.set_random_seed(config.seed)  # the same on every worker: same weights, same batches
+        with strategy_scope(strategy):
+            model, initial_epoch = _start_model(config, paths, train_set, interrupted_at, finished_before)
+        if initial_epoch >= config.epochs:
+            print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
+            return _result(model, out, read_history(paths["history"]), initial_epoch, 0.0, 0.0, paths)
+        continuing = initial_epoch > 0
+        if continuing:
+            how = "interrupted run (backup/progress.json, last.keras)" if interrupted_at else "last.keras"
+            print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
 
-    run = _prepare_run(model, config, paths, train_set, val_set, initial_epoch, callbacks)
-    record = start_record(paths["config"], config, model, train_set, val_set, continuing)
-    print(_announcement(model, train_set, val_set, out))
-    history, wall, cpu = _run_and_record(run, config, paths, record, initial_epoch)
-    print(_summary(history, initial_epoch, wall, cpu, paths))
-    return _result(model, out, history, len(history), wall, cpu, paths)
+        own = run_paths(written)
+        run = _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy)
+        record = start_record(own["config"], config, model, train_set, val_set, continuing)
+        print(_announcement(model, train_set, val_set, out) + _replicas_note(strategy, config.batch_size))
+        history, wall, cpu = _run_and_record(run, config, own, record, initial_epoch)
+        print(_summary(history, initial_epoch, wall, cpu, paths))
+        return _result(model, out, history, len(history), wall, cpu, paths)
+    finally:
+        remove_write_dir(written, out)
+
+
+def _read_run(config, paths, strategy):
+    """``(interrupted_at, finished_before, train_set, val_set)``: where the run in
+    ``config.output_dir`` continues (:func:`resume_point`) and its data, the same on every
+    worker (checked, so that a worker that sees another run or other data is an error rather
+    than a hang or a silent divergence)."""
+    try:
+        interrupted_at, finished_before = resume_point(config.output_dir, paths, config.resume,
+                                                       clean=is_chief(strategy))
+        train_set, val_set = load_training_data(config)
+    except UsageError:
+        check_workers_agree(strategy, {"ready": 0, "resume_epoch": -1, "finished": -1, "train_images": -1})
+        raise
+    resume_epoch = -1 if interrupted_at is None else interrupted_at
+    check_workers_agree(strategy, {"ready": 1, "resume_epoch": resume_epoch, "finished": int(finished_before),
+                                   "train_images": len(train_set)})
+    return interrupted_at, finished_before, train_set, val_set
+
+
+def _replicas_note(strategy, batch_size):
+    """``; global batch B on N replicas (B/N image(s) each)`` when ``strategy`` has several
+    replicas, else ``""``: the end of the announcement."""
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replicas == 1:
+        return ""
+    return f"; global batch {batch_size} on {replicas} replicas ({batch_size // replicas} image(s) each)"
 
 
 def _start_model(config, paths, train_set, interrupted_at, finished_before):
@@ -111,24 +167,32 @@ def _start_model(config, paths, train_set, interrupted_at, finished_before):
     return model, interrupted_at or 0
 
 
-def _prepare_run(model, config, paths, train_set, val_set, initial_epoch, callbacks):
+def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy=None):
     """Everything the training needs, computed now (selective search with its progress bar
-    included); returns the zero-argument function that trains."""
-    cache = os.path.join(config.output_dir, PROPOSALS_FOLDER)  # selective search, once per image
+    included); returns the zero-argument function that trains. ``paths``: the run folder's
+    files (read), ``own``: where this process writes them (the same unless a non-chief
+    worker)."""
+    cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)  # selective search, once per image
     if detector_name(model) == "rcnn":
         regions = rcnn_regions(model, train_set, cache, config.verbose)
         val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)
         num_val = len(val_set) if val_set is not None else 0
         return lambda: train_rcnn_stages(model, regions, config, paths, initial_epoch, callbacks, val_batches,
                                          num_val)
+    replicated = strategy is not None and strategy.num_replicas_in_sync > 1
     batches, steps = fit_batches(model, train_set, config, cache)
+    if replicated:
+        batches, steps = distributed_batches(model, train_set, batches, config.batch_size)
     val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)
-    callbacks = _training_callbacks(config, paths, steps, val_set, train_set.class_names, initial_epoch) + list(
-        callbacks or []
-    )
+    callbacks = _training_callbacks(config, paths, own, steps, val_set, train_set.class_names,
+                                    initial_epoch) + list(callbacks or [])
     for callback in callbacks:
         if val_batches is not None and isinstance(callback, MeanAveragePrecisionCallback):
             callback.validation_data = val_batches
+    if replicated:
+        chief = is_chief(strategy)
+        callbacks = [ReplicaLocalEvaluation(c, chief) if isinstance(c, MeanAveragePrecisionCallback) else c
+                     for c in callbacks]
     return lambda: model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                              verbose=config.verbose)
 
@@ -142,9 +206,10 @@ def _proposal_validation_batches(model, val_set, cache_dir, verbose):
     return evaluation_batches(model, val_set, cache_dir, verbose=verbose)
 
 
-def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, initial_epoch):
+def _training_callbacks(config, paths, own, steps_per_epoch, val_set, class_names, initial_epoch):
     """The built-in callbacks of :func:`train`, in the order they must run: the learning rate
-    first, validation mAP before the checkpoint that reads it, the backup last."""
+    first, validation mAP before the checkpoint that reads it, the backup last. They continue
+    the history of the run folder ``paths`` and write into ``own``."""
     earlier = [r for r in read_history(paths["history"]) if r["epoch"] < initial_epoch]
     callbacks = [
         StopOnDivergence(_divergence_advice(config)),
@@ -155,16 +220,16 @@ def _training_callbacks(config, paths, steps_per_epoch, val_set, class_names, in
             MeanAveragePrecisionCallback(evaluation_dataset(val_set), every_n_epochs=config.val_every,
                                          metric=config.metric, class_names=class_names),
             FillMissing(["val_mAP"]),
-            AtomicCheckpoint(paths["best"], monitor="val_mAP", mode="max",
+            AtomicCheckpoint(own["best"], monitor="val_mAP", mode="max",
                              best=max(logged_values(earlier, "val_mAP"), default=None)),
         ]
     # Written in this order, so that progress.json never counts an epoch whose model and
     # history row are not on disk.
     return callbacks + [
-        HistoryCSV(paths["history"], earlier),
-        AtomicCheckpoint(paths["last"]),
-        TrainingCurves(paths["history"], paths["curves"]),
-        RunProgress(paths["backup"], config.epochs, initial_epoch),
+        HistoryCSV(own["history"], earlier),
+        AtomicCheckpoint(own["last"]),
+        TrainingCurves(own["history"], own["curves"]),
+        RunProgress(own["backup"], config.epochs, initial_epoch),
     ]
 
 

@@ -64,18 +64,20 @@ def read_progress(folder):
         raise UsageError(f"cannot read {path} ({error}); delete it to start the run afresh") from error
 
 
-def resume_point(output_dir, paths, resume):
+def resume_point(output_dir, paths, resume, clean=True):
     """Where a run in ``output_dir`` (files ``paths``, :func:`run_paths`) starts:
     ``(interrupted_at, finished_before)``: the epochs an interrupted run finished (None if it
-    was not interrupted), and whether a finished run's ``last.keras`` is there.
+    was not interrupted), and whether a finished run's ``last.keras`` is there. ``clean``:
+    first remove what a killed writer left (False for a worker that only reads the folder).
 
     Raises :class:`UsageError` when a finished run is there without ``resume``, or ``resume``
     finds nothing to continue.
     """
-    # A run killed while writing leaves hidden temporaries; the files themselves are whole.
-    remove_stale_temporaries(output_dir, [os.path.basename(paths[k]) for k in ("best", "last", "history",
-                                                                                "curves", "config")])
-    remove_stale_temporaries(paths["backup"], [PROGRESS_FILE])
+    if clean:
+        # A run killed while writing leaves hidden temporaries; the files themselves are whole.
+        remove_stale_temporaries(output_dir, [os.path.basename(paths[k]) for k in ("best", "last", "history",
+                                                                                    "curves", "config")])
+        remove_stale_temporaries(paths["backup"], [PROGRESS_FILE])
     interrupted_at = read_progress(paths["backup"])
     if interrupted_at is not None and not os.path.isfile(paths["last"]):
         interrupted_at = None  # progress without its model (deleted by hand): start afresh

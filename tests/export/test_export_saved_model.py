@@ -315,7 +315,7 @@ def test_keras_export_entry_point(detector, exports, image_files, tmp_path):
     for name in OUTPUT_NAMES:
         np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
     with pytest.raises(ValueError, match="tf_saved_model"):
-        detector.export(path, format="onnx")
+        detector.export(path, format="tflite")
 
 
 def test_keras_export_default_is_image_tensor(tmp_path):
