@@ -1,7 +1,7 @@
 """Where the time of a Faster R-CNN step goes on the CPU, stage by stage, next to torchvision.
 
     python benchmarks/bench_profile.py [--input-size 800x1066] [--batches 1 2]
-        [--policies float32 mixed_bfloat16] [--repeats 3] [--threads 2] [--no-torchvision]
+        [--policies float32 mixed_bfloat16] [--repeats 3] [--threads 2] [--no-torchvision] [--no-onnx]
 
 For each dtype policy and batch size: the wall time (median of ``--repeats`` after a warm-up) of
 inference and of one training step (``model.train_step`` in a ``tf.function``, as ``fit`` runs
@@ -13,7 +13,7 @@ its forward and gradient time, and the optimizer.
 
 The same configuration is timed for torchvision in the same run (``torchvision_profile.py`` in
 the venv of ``../shared/tools/torchvision-venv.sh``), stage by stage, and under ONNX Runtime on
-torchvision's ONNX export. The machine's measured ceiling (a large matmul and a 3×3 conv, each
+torchvision's ONNX export, and rcnn_zoo's own ONNX export under ONNX Runtime. The machine's measured ceiling (a large matmul and a 3×3 conv, each
 dtype) puts the achieved FLOP/s in proportion. Prints tables, writes
 ``benchmarks/results/profile.json``.
 """
@@ -147,6 +147,33 @@ def bench_rcnn_zoo(image, policy, batch_size, repeats):
     return row
 
 
+def bench_rcnn_zoo_onnx(image, repeats, threads):
+    """Median latency (s) of rcnn_zoo's own ONNX export (float32, batch 1) under ONNX Runtime,
+    with the same thread count; ``None`` when tf2onnx or onnxruntime is missing."""
+    import tempfile  # noqa: PLC0415
+
+    try:
+        import onnxruntime  # noqa: PLC0415
+    except ImportError:
+        return None
+    model = detector("float32", image.shape[:2])
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "faster_rcnn.onnx")
+        model.export(path, format="onnx", verbose=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {"input_tensor": image[None]}
+        session.run(None, feed)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 3)
+
+
 def bench_torchvision(args):
     """The torchvision side, run in its own venv; ``None`` when the venv is missing."""
     if args.no_torchvision or not os.path.exists(TORCH_PYTHON):
@@ -203,6 +230,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-torchvision", action="store_true")
+    parser.add_argument("--no-onnx", action="store_true", help="skip rcnn_zoo's ONNX export under onnxruntime")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "profile.json"))
     args = parser.parse_args()
 
@@ -215,11 +243,14 @@ def main():
     height, width = (int(v) for v in args.input_size.lower().split("x"))
     image = np.asarray(Image.open(args.image).convert("RGB").resize((width, height), Image.BILINEAR))
     rows = [bench_rcnn_zoo(image, policy, b, args.repeats) for policy in args.policies for b in args.batches]
+    onnx_s = None if args.no_onnx else bench_rcnn_zoo_onnx(image, args.repeats, args.threads)
     torch = bench_torchvision(args)
     result = {"threads": args.threads, "input_size": [height, width], "image": os.path.basename(args.image),
               "ops": rcnn_zoo.ops.implementation(), "ceiling_gflop_per_s": ceiling(),
-              "rcnn_zoo": rows, "torchvision": torch}
+              "rcnn_zoo": rows, "rcnn_zoo_onnxruntime_s": onnx_s, "torchvision": torch}
     print_rows(rows, torch)
+    if onnx_s is not None:
+        print(f"{'rcnn_zoo.onnx':<12}{'float32':>16}{1:>6}{onnx_s:>9}  (onnxruntime on rcnn_zoo's export)")
     print_profiles(rows, torch)
     print("\nceiling GFLOP/s:", result["ceiling_gflop_per_s"])
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -62,6 +62,12 @@ class TrainConfig:
     detector: str = "faster_rcnn"
     # how the run is spread over devices or machines (rcnn_zoo.training.distribute)
     distribute: str = "none"
+    # Keras dtype policy of the model built for the run (mixed_bfloat16: oneDNN's bf16 kernels on
+    # CPUs with AVX512_BF16 / AMX; the variables stay float32)
+    dtype_policy: str = "float32"
+
+
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def check_config(config):
@@ -92,6 +98,8 @@ def check_config(config):
         raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
     if config.distribute not in DISTRIBUTE_MODES:
         raise UsageError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, got {config.distribute!r}")
+    if config.dtype_policy not in DTYPE_POLICIES:
+        raise UsageError(f"--dtype-policy must be one of {', '.join(DTYPE_POLICIES)}, got {config.dtype_policy!r}")
 
 
 def check_detector_options(config):

@@ -7,6 +7,7 @@ batches; Fast R-CNN the same ``fit`` on batches that carry each image's selectiv
 proposals; R-CNN its three stages (:func:`~rcnn_zoo.training.rcnn_stages.train_rcnn_stages`).
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -98,7 +99,7 @@ def train(config, callbacks=None):
     try:
         os.makedirs(written, exist_ok=True)
         keras.utils.set_random_seed(config.seed)  # the same on every worker: same weights, same batches
-        with strategy_scope(strategy):
+        with strategy_scope(strategy), _dtype_policy(config.dtype_policy):
             model, initial_epoch = _start_model(config, paths, train_set, interrupted_at, finished_before)
         if initial_epoch >= config.epochs:
             print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
@@ -117,6 +118,18 @@ def train(config, callbacks=None):
         return _result(model, out, history, len(history), wall, cpu, paths)
     finally:
         remove_write_dir(written, out)
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Build the model under Keras' dtype policy ``name``; the caller's global policy is restored
+    (the model's layers keep theirs, and a saved ``.keras`` file records it)."""
+    before = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(before)
 
 
 def _read_run(config, paths, strategy):

@@ -326,3 +326,24 @@ def test_an_unknown_weights_name_is_a_one_line_error(voc_tree, tmp_path, capsys)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("rcnn-zoo: error: cannot load weights 'no_such_weights'") and len(err.splitlines()) == 1
+
+
+def test_training_under_mixed_bfloat16_builds_a_bfloat16_model_and_restores_the_policy(voc_tree, tmp_path):
+    """``--dtype-policy mixed_bfloat16``: the detector computes in bfloat16 with float32
+    variables, its losses are finite, config.json records the policy, and the caller's global
+    policy is back afterwards (a later model is float32 again)."""
+    import keras
+
+    config = TrainConfig(data=str(voc_tree), split="train", epochs=1, batch_size=2, image_min_size=96,
+                         image_max_size=128, output_dir=str(tmp_path / "out"), verbose=0,
+                         dtype_policy="mixed_bfloat16")
+    result = train(config)
+    model = result["model"]
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert np.isfinite(float(result["history"][-1]["loss"]))
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["arguments"]["dtype_policy"] == "mixed_bfloat16"
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    with pytest.raises(UsageError, match="--dtype-policy"):
+        train(TrainConfig(data=str(voc_tree), dtype_policy="bfloat17", output_dir=str(tmp_path / "bad")))
