@@ -25,10 +25,14 @@ larger benchmark to call.
 import argparse
 import json
 import os
+import sys
 import statistics
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import timings  # noqa: E402
 
 DEFAULT_IMAGE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "raccoon", "images", "raccoon-1.jpg"
@@ -43,18 +47,6 @@ def load_image(path):
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-def _timings(function, repeats, warmup=1):
-    """Wall-clock seconds of ``repeats`` calls of ``function`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def bench_selective_search(image, modes=("fast", "quality"), max_sides=(None, 500), repeats=5,
@@ -74,7 +66,7 @@ def bench_selective_search(image, modes=("fast", "quality"), max_sides=(None, 50
 
             # Quality mode is slow: one timed run after no warm-up is enough to rank it.
             reps = repeats if mode == "fast" else max(1, repeats // 3)
-            times = _timings(run, reps, warmup=0 if mode == "quality" else 1)
+            times = timings(run, reps, warmup=0 if mode == "quality" else 1)
             longest = max(image.shape[:2])
             searched = longest if max_side is None or longest <= max_side else max_side
             rows.append({

@@ -20,15 +20,14 @@ static shapes (2 FLOPs per multiply-add; the RoI ops and NMS are not counted; se
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_profile import conv_matmul_flops  # noqa: E402
+from bench_profile import conv_matmul_flops, fetched  # noqa: E402
+from timing import median_time  # noqa: E402
 
 DEFAULT_IMAGE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "raccoon", "images", "raccoon-1.jpg"
@@ -37,17 +36,6 @@ CONFIGS = (
     ("resnet50_fpn", 800, 1333),
     ("vgg16", 600, 1000),
 )
-
-
-def _median_time(function, args, repeats):
-    function(*args)  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function(*args)
-        _ = [np.asarray(v) for v in (result.values() if isinstance(result, dict) else [result])]
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_config(backbone, min_size, max_size, image, repeats, policy="float32"):
@@ -63,7 +51,7 @@ def bench_config(backbone, min_size, max_size, image, repeats, policy="float32")
     )
     batch = tf.constant(image[None].astype("float32"))
     infer = tf.function(lambda x: model(x, training=False))
-    latency = _median_time(infer, (batch,), repeats)
+    latency = median_time(fetched(infer, batch), repeats)
     flops = conv_matmul_flops(model, batch)
 
     boxes = tf.constant([[[0.2 * image.shape[1], 0.2 * image.shape[0],
@@ -71,7 +59,7 @@ def bench_config(backbone, min_size, max_size, image, repeats, policy="float32")
     targets = {"boxes": boxes, "labels": tf.constant([[0]], tf.int32)}
     model.compile()
     step = tf.function(lambda x, y: model.train_step((x, y)))
-    train_time = _median_time(step, (batch, targets), max(2, repeats // 2))
+    train_time = median_time(fetched(step, batch, targets), max(2, repeats // 2))
     resized = model.preprocess(batch)[0].shape[1:3]
     keras.mixed_precision.set_dtype_policy("float32")
     return {

@@ -21,10 +21,8 @@ dtype) puts the achieved FLOP/s in proportion. Prints tables, writes
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 from PIL import Image
@@ -32,27 +30,23 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from profile_stages import STAGES, profile_step  # noqa: E402
+from timing import median_time  # noqa: E402
 
 DEFAULT_IMAGE = os.path.join(HERE, "..", "..", "shared", "datasets", "raccoon", "images", "raccoon-1.jpg")
 TORCH_PYTHON = "/tmp/torchvision-venv/bin/python"
 TORCH_SCRIPT = os.path.join(HERE, "torchvision_profile.py")
 
 
-def median_time(function, args, repeats):
-    """Median wall time (s) of ``function(*args)`` over ``repeats`` runs after one warm-up."""
+def fetched(function, *args):
+    """``function(*args)`` as a call that returns only once every output is in NumPy (TF
+    dispatches asynchronously: timing the call alone would time the dispatch)."""
     import tensorflow as tf  # noqa: PLC0415
 
     def run():
         result = function(*args)
         tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
 
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return run
 
 
 def ceiling(repeats=5):
@@ -64,12 +58,12 @@ def ceiling(repeats=5):
         a = tf.random.normal([2048, 2048], dtype=tf.float32)
         a = tf.cast(a, dtype)
         matmul = tf.function(lambda x: tf.matmul(x, x))
-        seconds = median_time(matmul, (a,), repeats)
+        seconds = median_time(fetched(matmul, a), repeats)
         results[f"matmul_{dtype}"] = round(2 * 2048**3 / seconds / 1e9, 1)
         x = tf.cast(tf.random.normal([1, 200, 272, 256]), dtype)
         w = tf.cast(tf.random.normal([3, 3, 256, 256]), dtype)
         conv = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
-        seconds = median_time(conv, (x, w), repeats)
+        seconds = median_time(fetched(conv, x, w), repeats)
         results[f"conv3x3_{dtype}"] = round(2 * 9 * 256 * 256 * 200 * 272 / seconds / 1e9, 1)
     return results
 
@@ -96,7 +90,7 @@ def conv_matmul_flops(model, batch):
     total += count(lambda *xs: model.rpn.head(list(xs)), *[tf.TensorSpec(t.shape, t.dtype) for t in levels])
     heads = model.roi_heads
     rois = model.rpn.proposal_layer.post_nms_top_n_test * int(batch.shape[0])
-    size = heads._arguments["pool_size"]
+    size = heads.pool_size
     pooled = tf.TensorSpec([rois, size, size, levels[0].shape[-1]], levels[0].dtype)
     return total + count(lambda p: heads.box_predictor(heads.box_head(p)), pooled)
 
@@ -132,8 +126,8 @@ def bench_rcnn_zoo(image, policy, batch_size, repeats):
     infer = tf.function(lambda x: model(x, training=False))
     step = tf.function(lambda x, y: model.train_step((x, y)))
     y = targets_for(image, batch_size)
-    inference_s = median_time(infer, (batch,), repeats)
-    train_s = median_time(step, (batch, y), repeats)
+    inference_s = median_time(fetched(infer, batch), repeats)
+    train_s = median_time(fetched(step, batch, y), repeats)
     row = {
         "library": "rcnn_zoo", "policy": policy, "batch": batch_size,
         "inference_s": round(inference_s, 3), "train_step_s": round(train_s, 3),
@@ -165,13 +159,8 @@ def bench_rcnn_zoo_onnx(image, repeats, threads):
         options.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         feed = {"input_tensor": image[None]}
-        session.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 3)
+        seconds = median_time(lambda: session.run(None, feed), repeats)
+    return round(seconds, 3)
 
 
 def bench_torchvision(args):

@@ -32,26 +32,19 @@ Both totals are given: for the N = ``--proposals`` regions of the paper's settin
 import argparse
 import json
 import os
-import statistics
+import sys
 import time
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_time  # noqa: E402
+
 DEFAULT_IMAGE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "raccoon", "images", "raccoon-1.jpg"
 )
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(__file__), "results", "rcnn.json")
-
-
-def _median_time(function, repeats):
-    function()  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _region_flops(model):
@@ -105,7 +98,7 @@ def rcnn_test_time(image, backbone="vgg16", num_classes=20, num_proposals=2000, 
             outputs = score(padded, part, tf.zeros([len(part)], tf.int32), sizes)
             _ = [np.asarray(o) for o in outputs]
 
-    per_region = _median_time(run_cnn, repeats) / timed_regions
+    per_region = median_time(run_cnn, repeats) / timed_regions
 
     # Regression, clipping and class-wise NMS over N regions, with random scores.
     rng = np.random.default_rng(0)
@@ -121,7 +114,7 @@ def rcnn_test_time(image, backbone="vgg16", num_classes=20, num_proposals=2000, 
         out = postprocess(boxes, scores, deltas, tf.constant(float(height)), tf.constant(float(width)))
         _ = [np.asarray(v) for v in out.values()]
 
-    nms_s = _median_time(run_nms, repeats)
+    nms_s = median_time(run_nms, repeats)
     flops = _region_flops(model)
     cnn_total = per_region * num_proposals
     return {

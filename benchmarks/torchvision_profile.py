@@ -11,7 +11,7 @@ import argparse
 import collections
 import json
 import os
-import statistics
+import sys
 import tempfile
 import time
 
@@ -20,6 +20,9 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.models.detection import roi_heads as roi_heads_module
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_time  # noqa: E402
 
 TIMES = collections.Counter()
 
@@ -55,16 +58,6 @@ def instrument(model):
     heads.box_predictor.forward = timed("box head", heads.box_predictor.forward)
     heads.postprocess_detections = timed("postprocess", heads.postprocess_detections)
     roi_heads_module.fastrcnn_loss = timed("losses", roi_heads_module.fastrcnn_loss)
-
-
-def median_time(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def fine_tuning_model():

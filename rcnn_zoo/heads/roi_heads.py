@@ -199,6 +199,11 @@ class BoxRoIHead(RoIHead):
         self.box_predictor.build((None, width))
         self.built = True
 
+    @property
+    def pool_size(self):
+        """Side, in bins, of the pooled RoI features the box head reads (7: Fast R-CNN §2.1)."""
+        return self._arguments["pool_size"]
+
     def call(self, levels, rois, training=False):
         pooled = self.pooler(levels if len(levels) > 1 else levels[0], rois)
         batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]

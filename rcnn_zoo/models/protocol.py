@@ -88,12 +88,9 @@ def _clip_summed_gradients(optimizer, gradients):
         return gradients
     present = [i for i, g in enumerate(gradients) if g is not None]
     summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in present])
-    if optimizer.clipnorm:
-        summed = [tf.clip_by_norm(g, optimizer.clipnorm) for g in summed]
-    elif optimizer.global_clipnorm:
-        summed, _ = tf.clip_by_global_norm(summed, optimizer.global_clipnorm)
-    else:
-        summed = [tf.clip_by_value(g, -optimizer.clipvalue, optimizer.clipvalue) for g in summed]
+    # The optimizer's own clip (Keras ≥ 3.0 BaseOptimizer), so the rule is exactly the one it
+    # would apply in one process.
+    summed = optimizer._clip_gradients(summed)
     shares = list(gradients)
     for i, g in zip(present, summed):
         shares[i] = g / float(replicas)
