@@ -154,3 +154,104 @@ def plot_training_curves(history_path, png_path, width=720):
         _panel(draw, font, (0, 290, width, 560), epochs, {"val_mAP": maps}, (0.0, 1.0),
                f"validation mAP (best {best:.3f})")
     return _save_atomically(image, png_path)
+
+
+# ------------------------------------------------------------------------------------------
+# Dataset analysis (rcnn-zoo analyze)
+
+def _font():
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _log2_histogram(draw, font, box, values, markers, title, x_label):
+    """Bars of ``values`` (> 0) over log2 bins in ``box``; ``markers`` (values) as red lines."""
+    x0, y0, x1, y1 = box
+    left, bottom, top, right = x0 + 44, y1 - 34, y0 + 24, x1 - 12
+    draw.text((left, y0 + 4), title, fill=(0, 0, 0), font=font)
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    values = np.asarray(values, np.float64)
+    values = values[values > 0]
+    points = list(values) + [m for m in markers if m > 0]
+    if not points:
+        return
+    lo, hi = math.floor(math.log2(min(points)) * 2) / 2, math.ceil(math.log2(max(points)) * 2) / 2 + 0.5
+    edges = np.arange(lo, hi + 1e-9, 0.25)
+    counts, _ = np.histogram(np.log2(values), bins=edges)
+    peak = max(int(counts.max()), 1)
+
+    def to_x(log_value):
+        return left + (log_value - lo) / (hi - lo) * (right - left)
+
+    for count, a, b in zip(counts, edges[:-1], edges[1:]):
+        if count:
+            draw.rectangle([to_x(a) + 1, bottom - count / peak * (bottom - top - 4), to_x(b) - 1, bottom],
+                           fill=(31, 119, 180))
+    for marker in markers:
+        if marker > 0:
+            px = to_x(math.log2(marker))
+            draw.line([px, top, px, bottom], fill=(214, 39, 40), width=2)
+    for k in range(math.ceil(lo), math.floor(hi) + 1):
+        px = to_x(k)
+        draw.line([px, bottom, px, bottom + 4], fill=(0, 0, 0))
+        label = f"{2 ** k:g}" if k >= 0 else f"1/{2 ** -k:g}"
+        draw.text((px - 8, bottom + 6), label, fill=(0, 0, 0), font=font)
+    draw.text((x0 + 4, top), f"{peak}", fill=(0, 0, 0), font=font)
+    draw.text(((left + right) // 2 - 40, bottom + 18), x_label, fill=(0, 0, 0), font=font)
+
+
+def _recall_bars(draw, font, box, rows, title):
+    """Grouped bars of anchor recall at IoU 0.7 (dark) and 0.5 (light) per row name."""
+    x0, y0, x1, y1 = box
+    left, bottom, top, right = x0 + 44, y1 - 34, y0 + 24, x1 - 12
+    draw.text((left, y0 + 4), title, fill=(0, 0, 0), font=font)
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    for tick in (0.0, 0.5, 1.0):
+        py = bottom - tick * (bottom - top)
+        draw.line([left, py, right, py], fill=(225, 225, 225))
+        draw.text((x0 + 14, py - 6), f"{tick:g}", fill=(0, 0, 0), font=font)
+    rows = [(name, r) for name, r in rows if r["boxes"]]
+    if not rows:
+        return
+    slot = (right - left) / len(rows)
+    for i, (name, r) in enumerate(rows):
+        base = left + i * slot
+        for j, (key, colour) in enumerate((("recall@0.7", (31, 119, 180)), ("recall@0.5", (158, 202, 225)))):
+            bx = base + slot * (0.15 + 0.35 * j)
+            draw.rectangle([bx, bottom - r[key] * (bottom - top), bx + slot * 0.33, bottom], fill=colour)
+        draw.text((base + 4, bottom + 6), f"{name[:12]} ({r['boxes']})", fill=(0, 0, 0), font=font)
+
+
+def plot_dataset_analysis(result, png_path, width=900):
+    """Draw :func:`rcnn_zoo.data.analysis.analyze`'s result into a PNG: resized box sizes and
+    aspect ratios (log2 histograms, the anchors' sizes and ratios in red) and, with anchors,
+    the anchor recall per size bucket and per class. Returns ``png_path``."""
+    boxes, report = result["boxes"], result.get("anchors")
+    panels = 3 if report is not None else 2
+    height = 230 * panels + (230 if report is not None else 0)
+    image = Image.new("RGB", (width, height), "white")
+    draw, font = ImageDraw.Draw(image), _font()
+
+    def flat(values):
+        out = []
+        for v in values if isinstance(values, (list, tuple)) else [values]:
+            out += flat(v) if isinstance(v, (list, tuple)) else [float(v)]
+        return out
+
+    sizes = flat(report["sizes"]) if report is not None else []
+    ratios = flat(report["aspect_ratios"]) if report is not None else []
+    _log2_histogram(draw, font, (0, 0, width, 230), boxes["_sizes_resized"], sizes,
+                    f"box size sqrt(w*h) after the resize: {boxes['count']} boxes (red: anchor sizes)",
+                    "pixels, log scale")
+    _log2_histogram(draw, font, (0, 230, width, 460), boxes["_aspect_ratios"], ratios,
+                    "box aspect ratio h/w (red: anchor aspect ratios)", "h/w, log scale")
+    if report is not None:
+        overall = report["overall"]
+        _recall_bars(draw, font, (0, 460, width, 690), [(r["size"], r) for r in report["per_size"]],
+                     f"anchor recall per size (dark IoU>=0.7 {overall['recall@0.7']:.3f}, "
+                     f"light IoU>=0.5 {overall['recall@0.5']:.3f})")
+        _recall_bars(draw, font, (0, 690, width, 920), [(r["class"], r) for r in report["per_class"]],
+                     "anchor recall per class")
+    return _save_atomically(image, png_path)

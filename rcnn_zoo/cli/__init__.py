@@ -31,7 +31,7 @@ import argparse
 import sys
 import warnings
 
-from rcnn_zoo.cli import demo, evaluate, export, predict, train
+from rcnn_zoo.cli import analyze, demo, evaluate, export, predict, train
 from rcnn_zoo.cli.messages import EXIT_USAGE, error, show_warning
 from rcnn_zoo.cli.parsers import add_debug_option, add_subparser, program_parser
 from rcnn_zoo.errors import UsageError
@@ -45,11 +45,11 @@ except ImportError:
 __all__ = ["build_parser", "main"]
 
 # The subcommands in the order --help lists them (convert comes last, from its own module).
-COMMANDS = (demo, train, evaluate, predict, export)
+COMMANDS = (demo, analyze, train, evaluate, predict, export)
 
 
 def build_parser():
-    """The ``rcnn-zoo`` argument parser (subcommands demo, train, evaluate, predict, export,
+    """The ``rcnn-zoo`` argument parser (subcommands demo, analyze, train, evaluate, predict, export,
     convert)."""
     parser, subparsers, common = program_parser()
     for command in COMMANDS:

@@ -63,14 +63,14 @@ def add_arguments(parser):
     group.add_argument("--val-split", help="VOC validation split (enables val mAP and best.keras)")
     group.add_argument("--val-annotations", help="COCO validation JSON (enables val mAP and best.keras)")
     group.add_argument("--val-images", help="COCO validation image folder")
-    _add_model_options(parser.add_argument_group("model"), defaults)
+    add_model_options(parser.add_argument_group("model"), defaults)
     _add_schedule_options(parser.add_argument_group("schedule"), defaults)
     _add_augmentation_options(parser.add_argument_group("augmentation"), defaults)
     _add_output_options(parser.add_argument_group("validation and output"), defaults)
     parser.set_defaults(_train_parser=parser)  # which options were given again (--resume)
 
 
-def _add_model_options(group, defaults):
+def add_model_options(group, defaults):
     """The "model" options: detector, backbone, image and anchor sizes in pixels, --model-arg."""
     trains = "; ".join(f"{name}: {DETECTOR_TRAINING[name]}" for name in DETECTORS).replace("%", "%%")
     group.add_argument("--detector", default=defaults.detector, metavar="NAME",

@@ -9,6 +9,7 @@ pass (``pipeline.detection_batches``) over the stages of ``stages`` and ``augmen
 pipelines of ``rcnn-zoo train`` and ``evaluate``.
 """
 
+from rcnn_zoo.data.analysis import analyze, format_analysis
 from rcnn_zoo.data.coco import read_coco
 from rcnn_zoo.data.loading import FORMATS, load_dataset
 from rcnn_zoo.data.pipeline import (
@@ -28,6 +29,8 @@ from rcnn_zoo.data.voc import (
 )
 
 __all__ = [
+    "analyze",
+    "format_analysis",
     "DatasetError",
     "DatasetWarning",
     "DetectionDataset",
