@@ -10,7 +10,7 @@ import textwrap
 from rcnn_zoo.cli.messages import PROG
 from rcnn_zoo.data import FORMATS
 
-__all__ = ["HelpFormatter", "add_data_arguments", "add_debug_option", "add_subparser", "program_parser", "wrap"]
+__all__ = ["HelpFormatter", "NumbersOrAuto", "add_data_arguments", "add_debug_option", "add_subparser", "program_parser", "wrap"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -22,6 +22,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if not quiet and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+class NumbersOrAuto(argparse.Action):
+    """``nargs="+"`` option of positive numbers, or the single word ``auto`` (stored as the
+    string ``"auto"``): what ``--anchor-sizes`` and ``--aspect-ratios`` take."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values == ["auto"]:
+            setattr(namespace, self.dest, "auto")
+            return
+        try:
+            numbers = [float(v) for v in values]
+        except ValueError:
+            parser.error(f"{option_string} takes positive numbers or the word auto, got {' '.join(values)}")
+        setattr(namespace, self.dest, numbers)
 
 
 def wrap(text, width=88):

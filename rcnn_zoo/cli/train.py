@@ -4,7 +4,7 @@ given again keep the first run's values (its ``config.json``)."""
 
 import dataclasses
 
-from rcnn_zoo.cli.parsers import add_data_arguments
+from rcnn_zoo.cli.parsers import NumbersOrAuto, add_data_arguments
 from rcnn_zoo.evaluation import METRICS
 from rcnn_zoo.models.registry import DETECTORS
 from rcnn_zoo.training import CLI_ANCHOR_SIZES, CLI_IMAGE_SIZES, DETECTOR_TRAINING, TrainConfig, train
@@ -85,10 +85,14 @@ def add_model_options(group, defaults):
     group.add_argument("--image-max-size", type=int, default=None,
                        help="... unless the longer side would exceed this (default: the backbone's; tiny: "
                        f"{CLI_IMAGE_SIZES['tiny'][1]})")
-    group.add_argument("--anchor-sizes", type=float, nargs="+", default=None, metavar="PX",
+    group.add_argument("--anchor-sizes", nargs="+", action=NumbersOrAuto, default=None, metavar="PX",
                        help="anchor sizes in pixels of the resized image (single-level backbones: all "
-                       "on one level; FPN: one per level). Match them to your objects (default: the "
+                       "on one level; FPN: one per level), or auto: fitted to the training boxes for "
+                       "the highest anchor recall (see rcnn-zoo analyze), same count (default: the "
                        f"backbone's; tiny: {' '.join(map(str, CLI_ANCHOR_SIZES['tiny']))})")
+    group.add_argument("--aspect-ratios", nargs="+", action=NumbersOrAuto, default=None, metavar="H/W",
+                       help="anchor aspect ratios (height / width, every level), or auto: fitted as "
+                       "--anchor-sizes auto is (default: 0.5 1 2)")
     group.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE",
                        help="any other argument of the detector's class (FasterRCNN, RFCN, FastRCNN, "
                        "RCNN), value as JSON, e.g. rpn_post_nms_top_n_test=50 or roi_head_dim=256; "

@@ -3,6 +3,7 @@ defaults) and the checks that refuse values which cannot train, before any data 
 
 import dataclasses
 
+from rcnn_zoo.data.anchor_fit import AUTO
 from rcnn_zoo.errors import UsageError, check_number
 from rcnn_zoo.evaluation import METRICS
 from rcnn_zoo.models.registry import detector_name
@@ -37,7 +38,8 @@ class TrainConfig:
     backbone: str = "tiny"
     image_min_size: int | None = None
     image_max_size: int | None = None
-    anchor_sizes: list | None = None
+    anchor_sizes: list | str | None = None  # pixels, or "auto": fitted to the training boxes
+    aspect_ratios: list | str | None = None  # h/w, or "auto"
     model_args: list | None = None  # ["KEY=VALUE", …]
     # schedule
     epochs: int = 12
@@ -88,8 +90,12 @@ def check_config(config):
     if config.image_min_size and config.image_max_size and config.image_max_size < config.image_min_size:
         raise UsageError(f"--image-max-size ({config.image_max_size}) must be ≥ --image-min-size "
                          f"({config.image_min_size})")
-    for size in config.anchor_sizes or ():
-        check_number("anchor_sizes", size, above=0)
+    for name in ("anchor_sizes", "aspect_ratios"):
+        values = getattr(config, name)
+        if isinstance(values, str) and values != AUTO:
+            raise UsageError(f"--{name.replace('_', '-')} takes numbers or 'auto', got {values!r}")
+        for value in values if isinstance(values, (list, tuple)) else ():
+            check_number(name, value, above=0)
     if config.metric not in METRICS:
         raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {config.metric!r}")
     if config.optimizer not in OPTIMIZERS:
@@ -119,7 +125,7 @@ def check_detector_options(config):
         raise UsageError(f"--random-crop is not supported with --detector {name}: {why} the crop")
     if config.zoom_out and config.zoom_out > 1:
         raise UsageError(f"--zoom-out is not supported with --detector {name}: {why} the canvas")
-    if config.anchor_sizes:
+    if config.anchor_sizes or config.aspect_ratios:
         raise UsageError(no_anchors_message(name))
     if name == "rcnn" and config.jitter:
         raise UsageError("--jitter is not supported with --detector rcnn: it fine-tunes on warped regions "

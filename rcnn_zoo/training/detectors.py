@@ -10,6 +10,7 @@ calls it in messages and how it trains it (its ``--help``).
 import json
 
 from rcnn_zoo.backbones import BACKBONES
+from rcnn_zoo.data.anchor_fit import AUTO, fit_anchors
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.models.registry import detector_name, get_detector
 
@@ -85,8 +86,8 @@ def detector_class(detector):
 
 
 def no_anchors_message(name):
-    """What ``--anchor-sizes`` with a selective search detector ``name`` is told."""
-    return f"--anchor-sizes: {DETECTOR_TITLES[name]} has no anchors (its proposals come from selective search)"
+    """What ``--anchor-sizes`` or ``--aspect-ratios`` with a selective search detector ``name`` is told."""
+    return f"--anchor-sizes/--aspect-ratios: {DETECTOR_TITLES[name]} has no anchors (its proposals come from selective search)"
 
 
 def _per_level(backbone, anchor_sizes):
@@ -97,12 +98,14 @@ def _per_level(backbone, anchor_sizes):
 
 
 def build_detector(num_classes, class_names, backbone="tiny", image_min_size=None,
-                   image_max_size=None, anchor_sizes=None, model_args=None, detector="faster_rcnn"):
+                   image_max_size=None, anchor_sizes=None, model_args=None, detector="faster_rcnn",
+                   aspect_ratios=None):
     """The detector named ``detector`` (see :data:`rcnn_zoo.models.registry.DETECTORS`; default
     a Faster R-CNN) from CLI-style arguments.
 
     ``anchor_sizes`` (``faster_rcnn``, ``rfcn``): a flat list of pixel sizes: all on the one
-    level of a single-level backbone, one per level of an FPN. The image sizes apply to every
+    level of a single-level backbone, one per level of an FPN; ``aspect_ratios``: their h/w
+    ratios (every level). The image sizes apply to every
     detector but ``rcnn``, which warps each region to its ``warp_size`` instead.
     ``model_args``: further keyword arguments of the detector's class.
     """
@@ -111,7 +114,7 @@ def build_detector(num_classes, class_names, backbone="tiny", image_min_size=Non
     if backbone not in BACKBONES:
         raise UsageError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
     kwargs = dict(model_args or {})
-    if detector in PROPOSAL_DETECTORS and (anchor_sizes or "anchor_sizes" in kwargs):
+    if detector in PROPOSAL_DETECTORS and (anchor_sizes or aspect_ratios or "anchor_sizes" in kwargs):
         raise UsageError(no_anchors_message(detector))
     if detector == "rcnn":
         if image_min_size is not None or image_max_size is not None:
@@ -128,7 +131,33 @@ def build_detector(num_classes, class_names, backbone="tiny", image_min_size=Non
             anchor_sizes = CLI_ANCHOR_SIZES.get(backbone)
         if anchor_sizes:  # the option wins over a --model-arg anchor_sizes
             kwargs["anchor_sizes"] = _per_level(backbone, anchor_sizes)
+        if aspect_ratios:
+            kwargs["anchor_aspect_ratios"] = tuple(float(r) for r in aspect_ratios)
     try:
         return cls(num_classes=num_classes, class_names=list(class_names), backbone=backbone, **kwargs)
     except (TypeError, ValueError, OSError) as error:  # unknown or bad --model-arg, weights that do not fit
         raise UsageError(str(error).splitlines()[0]) from error
+
+
+def build_fitted_detector(dataset, backbone="tiny", image_min_size=None, image_max_size=None,
+                          anchor_sizes=None, aspect_ratios=None, model_args=None, detector="faster_rcnn"):
+    """:func:`build_detector` for ``dataset``, where ``anchor_sizes`` and/or ``aspect_ratios``
+    may be ``"auto"``: those are fitted to the dataset's boxes
+    (:func:`rcnn_zoo.data.anchor_fit.fit_anchors`, same anchor count per location).
+
+    Returns:
+        ``(model, fit)``: ``fit`` is the fit's report (None when nothing was ``"auto"``).
+    """
+    fit_sizes, fit_ratios = anchor_sizes == AUTO, aspect_ratios == AUTO
+    model = build_detector(dataset.num_classes, dataset.class_names, backbone, image_min_size, image_max_size,
+                           None if fit_sizes else anchor_sizes, model_args, detector,
+                           None if fit_ratios else aspect_ratios)
+    if not (fit_sizes or fit_ratios):
+        return model, None
+    if not hasattr(model, "rpn"):
+        raise UsageError(no_anchors_message(detector_name(model)))
+    fit = fit_anchors(dataset, model, fit_sizes, fit_ratios)
+    sizes = [s for level in fit["sizes"] for s in level]
+    model = build_detector(dataset.num_classes, dataset.class_names, backbone, image_min_size, image_max_size,
+                           sizes, model_args, detector, list(fit["aspect_ratios"]))
+    return model, fit

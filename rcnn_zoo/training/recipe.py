@@ -17,6 +17,7 @@ import keras
 
 from rcnn_zoo.checkpoints import HistoryCSV, logged_values, read_history
 from rcnn_zoo.data import evaluation_dataset
+from rcnn_zoo.data.anchor_fit import format_anchor_fit
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.evaluation import MeanAveragePrecisionCallback, evaluation_batches
 from rcnn_zoo.inference import load_model
@@ -49,7 +50,7 @@ from rcnn_zoo.training.distribute import (
 from rcnn_zoo.training.detectors import (
     DETECTOR_TITLES,
     PROPOSAL_DETECTORS,
-    build_detector,
+    build_fitted_detector,
     detector_class,
     parse_model_args,
 )
@@ -100,7 +101,7 @@ def train(config, callbacks=None):
         os.makedirs(written, exist_ok=True)
         keras.utils.set_random_seed(config.seed)  # the same on every worker: same weights, same batches
         with strategy_scope(strategy), _dtype_policy(config.dtype_policy):
-            model, initial_epoch = _start_model(config, paths, train_set, interrupted_at, finished_before)
+            model, initial_epoch, choices = _start_model(config, paths, train_set, interrupted_at, finished_before)
         if initial_epoch >= config.epochs:
             print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
             return _result(model, out, read_history(paths["history"]), initial_epoch, 0.0, 0.0, paths)
@@ -111,7 +112,7 @@ def train(config, callbacks=None):
 
         own = run_paths(written)
         run = _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy)
-        record = start_record(own["config"], config, model, train_set, val_set, continuing)
+        record = start_record(own["config"], config, model, train_set, val_set, continuing, choices)
         print(_announcement(model, train_set, val_set, out) + _replicas_note(strategy, config.batch_size))
         history, wall, cpu = _run_and_record(run, config, own, record, initial_epoch)
         print(_summary(history, initial_epoch, wall, cpu, paths))
@@ -160,8 +161,9 @@ def _replicas_note(strategy, batch_size):
 
 
 def _start_model(config, paths, train_set, interrupted_at, finished_before):
-    """``(model, initial_epoch)``: the run's ``last.keras`` with its optimizer state when there
-    is one to continue, else a new compiled detector from ``config``."""
+    """``(model, initial_epoch, choices)``: the run's ``last.keras`` with its optimizer state
+    when there is one to continue, else a new compiled detector from ``config``; ``choices``:
+    what was chosen for the data (``"auto"`` anchors, printed now), for config.json."""
     if finished_before or interrupted_at:
         model = load_model(paths["last"], compile=True)
         wanted, trained = detector_name(detector_class(config.detector)), detector_name(model)
@@ -171,13 +173,20 @@ def _start_model(config, paths, train_set, interrupted_at, finished_before):
         if list(model.class_names or []) != train_set.class_names:
             raise UsageError(f"{paths['last']}: the model's classes {model.class_names} differ from "
                              f"the data's {train_set.class_names}")
-        return model, interrupted_at or len(read_history(paths["history"]))
-    model = build_detector(train_set.num_classes, train_set.class_names, config.backbone,
-                           config.image_min_size, config.image_max_size, config.anchor_sizes,
-                           parse_model_args(config.model_args), detector=config.detector)
+        return model, interrupted_at or len(read_history(paths["history"])), []
+    model, fit = build_fitted_detector(train_set, config.backbone, config.image_min_size, config.image_max_size,
+                                       config.anchor_sizes, config.aspect_ratios,
+                                       parse_model_args(config.model_args), detector=config.detector)
+    choices = []
+    if fit is not None:
+        print(format_anchor_fit(fit))
+        choices.append({"choice": "anchors", "anchor_sizes": fit["sizes"], "aspect_ratios": fit["aspect_ratios"],
+                        "reason": "--anchor-sizes/--aspect-ratios auto: highest anchor recall on the training "
+                                  "boxes at the same anchor count per location",
+                        "recall_before": fit["before"], "recall_after": fit["after"]})
     if detector_name(model) != "rcnn":  # R-CNN's stages compile their own models
         model.compile(optimizer=build_optimizer(config))
-    return model, interrupted_at or 0
+    return model, interrupted_at or 0, choices
 
 
 def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy=None):

@@ -33,9 +33,10 @@ def earlier_arguments(output_dir):
     return _read_record(run_paths(output_dir)["config"]).get("arguments", {})
 
 
-def start_record(path, config, model, train_set, val_set=None, continuing=False):
-    """Write ``path`` (config.json) for a run that starts now, keeping the ``runs`` of an earlier
-    record when ``continuing``; returns the record for :func:`finish_run`."""
+def start_record(path, config, model, train_set, val_set=None, continuing=False, choices=None):
+    """Write ``path`` (config.json) for a run that starts now, keeping the ``runs`` (and the
+    ``choices``) of an earlier record when ``continuing``; ``choices``: what was chosen for the
+    data and why (e.g. fitted anchors). Returns the record for :func:`finish_run`."""
     record = {
         "command": command_line(),
         "arguments": dataclasses.asdict(config),
@@ -46,7 +47,9 @@ def start_record(path, config, model, train_set, val_set=None, continuing=False)
         "image_max_size": getattr(model, "image_max_size", None),
         "model": {k: v for k, v in model.get_config().items() if k not in ("dtype",)},
     }
-    record["runs"] = (_read_record(path) if continuing else {}).get("runs", [])
+    earlier = _read_record(path) if continuing else {}
+    record["runs"] = earlier.get("runs", [])
+    record["choices"] = list(choices or earlier.get("choices", []))
     write_json(path, record)
     return record
 

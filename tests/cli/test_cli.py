@@ -78,9 +78,9 @@ def voc_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_run(voc_tree, tmp_path_factory):
-    """One epoch of training, as a user runs it."""
+    """One epoch of training, as a user runs it, with anchors fitted to the data."""
     out = tmp_path_factory.mktemp("run") / "out"
-    first = run_cli(*_train_args(voc_tree, out, 1))
+    first = run_cli(*_train_args(voc_tree, out, 1), "--anchor-sizes", "auto", "--aspect-ratios", "auto")
     assert first.returncode == 0, first.stderr[-3000:]
     epochs_after_first = _history_epochs(out / "history.csv")
     return {"out": out, "first": first, "epochs_after_first": epochs_after_first}
@@ -145,6 +145,14 @@ def test_train_writes_models_history_curves_and_config(resumed_run):
     assert config["arguments"]["backbone"] == "tiny" and config["arguments"]["epochs"] == 2
     assert config["arguments"]["image_min_size"] == 96  # kept from the first run by --resume
     assert [run["to_epoch"] for run in config["runs"]] == [1, 2]
+    # --anchor-sizes/--aspect-ratios auto: printed before training, stored with its reason, used.
+    assert "Anchors fitted to the 4 training boxes" in resumed_run["first"].stdout
+    (fit,) = config["choices"]
+    assert fit["choice"] == "anchors" and "anchor recall" in fit["reason"]
+    assert fit["recall_after"]["recall@0.7"] >= fit["recall_before"]["recall@0.7"]
+    assert config["arguments"]["anchor_sizes"] == "auto"
+    assert config["model"]["anchor_sizes"] == fit["anchor_sizes"] and len(fit["anchor_sizes"][0]) == 4
+    assert config["model"]["anchor_aspect_ratios"] == fit["aspect_ratios"] and len(fit["aspect_ratios"]) == 3
     with Image.open(out / "training_curves.png") as image:
         assert image.size[0] > 300
 
@@ -242,6 +250,10 @@ def test_a_missing_model_file_is_one_clear_line_and_exit_code_2(voc_tree, tmp_pa
          "COCO annotation file not found"),
         (["train", "--data", "{voc}", "--backbone", "nosuch", "--output-dir", "{tmp}/o"], "unknown backbone"),
         (["train", "--data", "{voc}", "--output-dir", "{tmp}/o", "--resume"], "nothing to resume"),
+        (["train", "--data", "{voc}", "--detector", "fast_rcnn", "--aspect-ratios", "auto", "--output-dir",
+          "{tmp}/o"], "has no anchors"),
+        (["analyze", "--data", "{voc}", "--detector", "rcnn", "--anchor-sizes", "auto", "--output-dir",
+          "{tmp}/o"], "has no anchors"),
         (["predict", "--model", "{tmp}/m.keras", "--images", "{tmp}/none.jpg", "--output-dir", "{tmp}/p"],
          "image not found"),
         (["predict", "--images", "{voc}/images", "--output-dir", "{tmp}/p"], "exactly one of --model"),
