@@ -1,6 +1,7 @@
 """``rcnn-zoo``: train, evaluate, run and export detectors from the command line.
 
     rcnn-zoo demo
+    rcnn-zoo analyze --data ../shared/datasets/raccoon --split train --anchor-sizes auto
     rcnn-zoo train --data ../shared/datasets/raccoon --format voc --split train --val-split test \\
         --backbone tiny --epochs 80 --random-crop 0.5 --zoom-out 1.5 --jitter --output-dir runs/raccoon
     rcnn-zoo evaluate --model runs/raccoon/best.keras --data ../shared/datasets/raccoon --split test
@@ -10,10 +11,12 @@
 
 This package is the argument parsers and thin commands only: ``rcnn_zoo.cli.parsers`` (what every
 parser is made of), ``rcnn_zoo.cli.messages`` (error and warning lines), then one module a
-subcommand (``demo``, ``train``, ``evaluate``, ``predict``, ``export``: its help texts, its
+subcommand (``demo``, ``analyze``, ``train``, ``evaluate``, ``predict``, ``export``: its help texts, its
 options and the function that runs it). What each subcommand does is a library function that
 scripts call directly (see ``examples/train_custom_voc.py``):
 
+- analyze: :func:`rcnn_zoo.data.analyze`, :func:`rcnn_zoo.data.anchor_fit.fit_anchors`
+  (through :func:`rcnn_zoo.training.detectors.build_fitted_detector`);
 - train: :class:`rcnn_zoo.training.TrainConfig` + :func:`rcnn_zoo.training.train` (input
   pipeline: :func:`rcnn_zoo.data.training_dataset`);
 - evaluate: :func:`rcnn_zoo.data.load_dataset`, :func:`rcnn_zoo.inference.load_model`,

@@ -19,6 +19,7 @@ import collections
 import hashlib
 import math
 
+import keras
 import numpy as np
 
 from rcnn_zoo.data.stages import resized_size
@@ -86,8 +87,6 @@ class _DetectorAnchors:
     def __call__(self, height, width):
         key = self.padded(height, width)
         if key not in self._cache:
-            import keras  # noqa: PLC0415  (only detectors with an RPN get here)
-
             spec = self.backbone.compute_output_spec(keras.KerasTensor((1, *key, 3)))
             shapes = [tuple(spec[name].shape[1:3]) for name in self.names]
             levels = self.generator.anchors_for_shapes(shapes, image_shape=key)

@@ -20,9 +20,11 @@ ratio, takes the value that scores best with the others fixed, until a round cha
 Sizes stay sorted (an FPN level keeps a larger anchor than the level below).
 """
 
+import keras
 import numpy as np
 
 from rcnn_zoo.data.stages import resized_size
+from rcnn_zoo.layers import AnchorGenerator
 
 __all__ = ["AUTO", "AnchorGrid", "fit_anchors", "format_anchor_fit"]
 
@@ -38,8 +40,6 @@ class AnchorGrid:
     (cells and spacing per level), to score anchor configurations of ``model``'s generator."""
 
     def __init__(self, dataset, model, image_min_size=None, image_max_size=None):
-        import keras  # noqa: PLC0415
-
         self.generator = model.rpn.anchor_generator
         min_size = image_min_size if image_min_size is not None else model.image_min_size
         max_size = image_max_size if image_max_size is not None else model.image_max_size
@@ -111,8 +111,6 @@ def _objective(recall):
 
 
 def _generator_like(generator, sizes, ratios):
-    from rcnn_zoo.layers import AnchorGenerator  # noqa: PLC0415
-
     return AnchorGenerator(sizes=sizes, aspect_ratios=ratios, strides=generator.strides,
                            convention=generator.convention, offset=generator.offset,
                            stride_rule=generator.stride_rule)

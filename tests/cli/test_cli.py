@@ -21,7 +21,7 @@ from rcnn_zoo.visualization import plot_training_curves
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ("blue", "red")
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
-SUBCOMMANDS = ("demo", "train", "evaluate", "predict", "export", "convert")
+SUBCOMMANDS = ("demo", "analyze", "train", "evaluate", "predict", "export", "convert")
 
 
 def run_cli(*args, cwd=None):
