@@ -39,3 +39,11 @@ def progress(iterable, total, unit="image", verbose=1):
         yield item
         if bar is not None:
             bar.update(index + 1)
+
+
+def flat_numbers(values):
+    """The numbers of a nest of tuples/lists (anchor sizes per level) as one flat list of floats."""
+    flat = []
+    for v in values if isinstance(values, (list, tuple)) else [values]:
+        flat += flat_numbers(v) if isinstance(v, (list, tuple)) else [float(v)]
+    return flat

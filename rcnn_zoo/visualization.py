@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 import keras
 
 from rcnn_zoo.checkpoints import read_history
+from rcnn_zoo.utils import flat_numbers
 
 
 def draw_detections(image, detections, class_names=None, bounding_box_format="xyxy",
@@ -234,14 +235,8 @@ def plot_dataset_analysis(result, png_path, width=900):
     image = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(image), _font()
 
-    def flat(values):
-        out = []
-        for v in values if isinstance(values, (list, tuple)) else [values]:
-            out += flat(v) if isinstance(v, (list, tuple)) else [float(v)]
-        return out
-
-    sizes = flat(report["sizes"]) if report is not None else []
-    ratios = flat(report["aspect_ratios"]) if report is not None else []
+    sizes = flat_numbers(report["sizes"]) if report is not None else []
+    ratios = flat_numbers(report["aspect_ratios"]) if report is not None else []
     _log2_histogram(draw, font, (0, 0, width, 230), boxes["_sizes_resized"], sizes,
                     f"box size sqrt(w*h) after the resize: {boxes['count']} boxes (red: anchor sizes)",
                     "pixels, log scale")

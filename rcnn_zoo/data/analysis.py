@@ -21,10 +21,13 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from rcnn_zoo.data.stages import resized_size
+from rcnn_zoo.ops.boxes import pairwise_iou
 
-__all__ = ["COCO_SIZE_BUCKETS", "analyze", "best_anchor_iou", "format_analysis"]
+__all__ = ["COCO_SIZE_BUCKETS", "FeatureGrids", "analyze", "best_anchor_iou", "format_analysis",
+           "resize_rule", "resized_boxes"]
 
 # COCO's object-size ranges (area in pixels², here of the resized box).
 COCO_SIZE_BUCKETS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, math.inf))
@@ -34,23 +37,53 @@ _PERCENTILES = (5, 25, 50, 75, 95)
 
 def best_anchor_iou(boxes, anchors, chunk=64):
     """Highest IoU of each box ``[n, 4]`` xyxy with any of ``anchors [A, 4]`` → float32 ``[n]``
-    (0 when there are no anchors). Continuous coordinates: area = width · height."""
+    (0 when there are no anchors): the RPN matcher's IoU (:func:`rcnn_zoo.ops.boxes.pairwise_iou`,
+    continuous coordinates), ``chunk`` boxes at a time (hundreds of boxes per image)."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    anchors = np.asarray(anchors, np.float32).reshape(-1, 4)
+    anchors = tf.constant(np.asarray(anchors, np.float32).reshape(-1, 4))
     best = np.zeros(len(boxes), np.float32)
-    if len(anchors) == 0:
+    if anchors.shape[0] == 0:
         return best
-    anchor_area = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    for start in range(0, len(boxes), chunk):  # [chunk, A] at a time: hundreds of boxes per image
-        b = boxes[start:start + chunk, None, :]
-        iw = np.clip(np.minimum(b[..., 2], anchors[:, 2]) - np.maximum(b[..., 0], anchors[:, 0]), 0, None)
-        ih = np.clip(np.minimum(b[..., 3], anchors[:, 3]) - np.maximum(b[..., 1], anchors[:, 1]), 0, None)
-        inter = iw * ih
-        box_area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-        union = box_area + anchor_area - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        best[start:start + chunk] = iou.max(axis=1)
+    for start in range(0, len(boxes), chunk):
+        iou = pairwise_iou(tf.constant(boxes[start:start + chunk]), anchors)
+        best[start:start + chunk] = tf.reduce_max(iou, axis=1).numpy()
     return best
+
+
+def resize_rule(model=None, image_min_size=None, image_max_size=None):
+    """``(image_min_size, image_max_size)``: the values given, else ``model``'s, else None."""
+    if image_min_size is None:
+        image_min_size = getattr(model, "image_min_size", None)
+    if image_max_size is None:
+        image_max_size = getattr(model, "image_max_size", None)
+    return image_min_size, image_max_size
+
+
+def resized_boxes(record, height, width):
+    """``record``'s non-difficult boxes ``[n, 4]`` in the pixels of its image resized to
+    ``height × width``."""
+    scale = np.array([width / record.width, height / record.height] * 2, np.float32)
+    return record.boxes[~record.difficult] * scale
+
+
+class FeatureGrids:
+    """``(padded (H, W), [(H_l, W_l) per RPN level])`` of an image resized to ``(height, width)``:
+    the batch padding of ``model`` (``size_divisible``) and its backbone's own shape rule
+    (``compute_output_spec``, no computation), cached by padded size."""
+
+    def __init__(self, model):
+        self.backbone = model.backbone
+        self.names = list(model.rpn_feature_names)
+        self.divisor = int(getattr(model, "size_divisible", 1) or 1)
+        self._cache = {}
+
+    def __call__(self, height, width):
+        d = self.divisor
+        padded = (-(-height // d) * d, -(-width // d) * d)
+        if padded not in self._cache:
+            spec = self.backbone.compute_output_spec(keras.KerasTensor((1, *padded, 3)))
+            self._cache[padded] = [tuple(spec[name].shape[1:3]) for name in self.names]
+        return padded, self._cache[padded]
 
 
 def _distribution(values):
@@ -75,23 +108,15 @@ class _DetectorAnchors:
 
     def __init__(self, model):
         self.generator = model.rpn.anchor_generator
-        self.backbone = model.backbone
-        self.names = list(model.rpn_feature_names)
-        self.divisor = int(getattr(model, "size_divisible", 1) or 1)
+        self.grids = FeatureGrids(model)
         self._cache = {}
 
-    def padded(self, height, width):
-        d = self.divisor
-        return (-(-height // d) * d, -(-width // d) * d)
-
     def __call__(self, height, width):
-        key = self.padded(height, width)
-        if key not in self._cache:
-            spec = self.backbone.compute_output_spec(keras.KerasTensor((1, *key, 3)))
-            shapes = [tuple(spec[name].shape[1:3]) for name in self.names]
-            levels = self.generator.anchors_for_shapes(shapes, image_shape=key)
-            self._cache[key] = np.concatenate([np.asarray(level) for level in levels], axis=0)
-        return self._cache[key]
+        padded, shapes = self.grids(height, width)
+        if padded not in self._cache:
+            levels = self.generator.anchors_for_shapes(shapes, image_shape=padded)
+            self._cache[padded] = np.concatenate([np.asarray(level) for level in levels], axis=0)
+        return self._cache[padded]
 
 
 def _file_digest(path):
@@ -147,9 +172,7 @@ def analyze(dataset, model=None, image_min_size=None, image_max_size=None, dupli
         (configuration and recall overall / per class / per size bucket) when ``model`` has
         an RPN.
     """
-    if model is not None:
-        image_min_size = image_min_size if image_min_size is not None else getattr(model, "image_min_size", None)
-        image_max_size = image_max_size if image_max_size is not None else getattr(model, "image_max_size", None)
+    image_min_size, image_max_size = resize_rule(model, image_min_size, image_max_size)
     anchors = _DetectorAnchors(model) if model is not None and hasattr(model, "rpn") else None
     sizes, labels, original, resized, difficult_counts, best = [], [], [], [], collections.Counter(), []
     images_per_class = collections.Counter()
@@ -160,10 +183,9 @@ def analyze(dataset, model=None, image_min_size=None, image_max_size=None, dupli
         keep = ~record.difficult
         difficult_counts.update(record.labels[record.difficult].tolist())
         images_per_class.update(set(record.labels[keep].tolist()))
-        boxes = record.boxes[keep]
-        scaled = boxes * np.array([new_width / width, new_height / height] * 2, np.float32)
+        scaled = resized_boxes(record, new_height, new_width)
         labels.append(record.labels[keep])
-        original.append(boxes)
+        original.append(record.boxes[keep])
         resized.append(scaled)
         if anchors is not None:
             best.append(best_anchor_iou(scaled, anchors(new_height, new_width)))

@@ -20,11 +20,12 @@ ratio, takes the value that scores best with the others fixed, until a round cha
 Sizes stay sorted (an FPN level keeps a larger anchor than the level below).
 """
 
-import keras
 import numpy as np
 
+from rcnn_zoo.data.analysis import FeatureGrids, resize_rule, resized_boxes
 from rcnn_zoo.data.stages import resized_size
 from rcnn_zoo.layers import AnchorGenerator
+from rcnn_zoo.utils import flat_numbers
 
 __all__ = ["AUTO", "AnchorGrid", "fit_anchors", "format_anchor_fit"]
 
@@ -41,24 +42,14 @@ class AnchorGrid:
 
     def __init__(self, dataset, model, image_min_size=None, image_max_size=None):
         self.generator = model.rpn.anchor_generator
-        min_size = image_min_size if image_min_size is not None else model.image_min_size
-        max_size = image_max_size if image_max_size is not None else model.image_max_size
-        divisor = int(getattr(model, "size_divisible", 1) or 1)
-        names, grids, rows = list(model.rpn_feature_names), {}, []
+        min_size, max_size = resize_rule(model, image_min_size, image_max_size)
+        grids, rows = FeatureGrids(model), []
         for record in dataset.records:
-            keep = ~record.difficult
-            if not keep.any():
-                continue
             height, width = resized_size(int(record.height), int(record.width), min_size, max_size)
-            padded = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
-            if padded not in grids:
-                spec = model.backbone.compute_output_spec(keras.KerasTensor((1, *padded, 3)))
-                grids[padded] = [tuple(spec[name].shape[1:3]) for name in names]
-            boxes = record.boxes[keep] * np.array([width / record.width, height / record.height] * 2, np.float32)
-            for box in boxes:
-                rows.append((box, padded, grids[padded]))
+            padded, shapes = grids(height, width)
+            rows += [(box, padded, shapes) for box in resized_boxes(record, height, width)]
         self.boxes = np.array([r[0] for r in rows], np.float64).reshape(-1, 4)
-        levels = len(names)
+        levels = len(grids.names)
         self.cells = np.array([r[2] for r in rows], np.float64).reshape(-1, levels, 2)  # (H_l, W_l)
         strides = np.array(self.generator.strides, np.float64).reshape(1, levels, 1)
         if self.generator.stride_rule == "image_over_grid":
@@ -178,20 +169,13 @@ def fit_anchors(dataset, model, fit_sizes=True, fit_ratios=True, image_min_size=
             "before_sizes": generator.sizes, "before_aspect_ratios": generator.aspect_ratios}
 
 
-def _numbers(values):
-    flat = []
-    for v in values:
-        flat += _numbers(v) if isinstance(v, (list, tuple)) else [float(v)]
-    return flat
-
-
 def format_anchor_fit(fit):
     """One line per fitted quantity and the recall before → after, for the terminal."""
     before, after = fit["before"], fit["after"]
     lines = [f"Anchors fitted to the {fit['boxes']} training boxes (after the resize), same count per location:"]
     for name, old, new in (("sizes (px)", fit["before_sizes"], fit["sizes"]),
                            ("aspect ratios (h/w)", fit["before_aspect_ratios"], fit["aspect_ratios"])):
-        old, new = _numbers(old), _numbers(new)
+        old, new = flat_numbers(old), flat_numbers(new)
         if old != new:
             lines.append(f"  {name}: {' '.join(f'{v:g}' for v in old)} → {' '.join(f'{v:g}' for v in new)}")
     lines.append(f"  anchor recall at IoU 0.7: {before['recall@0.7']:.3f} → {after['recall@0.7']:.3f}; "
