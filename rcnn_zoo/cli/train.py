@@ -2,6 +2,7 @@
 its defaults) and :func:`rcnn_zoo.training.train` on them. With ``--resume``, the options not
 given again keep the first run's values (its ``config.json``)."""
 
+import argparse
 import dataclasses
 
 from rcnn_zoo.cli.parsers import NumbersOrAuto, add_data_arguments
@@ -39,6 +40,8 @@ EXAMPLES = (
     "  rcnn-zoo train --data ../shared/datasets/raccoon --format voc --split train --val-split test \\\n"
     "      --backbone tiny --epochs 80 --random-crop 0.5 --zoom-out 1.5 --jitter --val-every 5 \\\n"
     "      --output-dir runs/raccoon\n"
+    "  # everything else chosen for the data within 20 minutes (printed, and in config.json)\n"
+    "  rcnn-zoo train --data ../shared/datasets/raccoon --time-budget 20m --output-dir runs/auto\n"
     "  # the same run, 40 more epochs (options not given are taken from runs/raccoon/config.json)\n"
     "  rcnn-zoo train --output-dir runs/raccoon --resume --epochs 120\n"
     "  # R-FCN, or Fast R-CNN on selective search proposals (cached in runs/fast/proposals/)\n"
@@ -101,6 +104,11 @@ def add_model_options(group, defaults):
 
 def _add_schedule_options(group, defaults):
     """The "schedule" options: epochs, batch size, optimizer, learning rate, seed."""
+    group.add_argument("--time-budget", metavar="DURATION", default=defaults.time_budget,
+                       help="e.g. 20m, 90s, 1h30m: choose for the data, within this wall time, every option "
+                       "not given: image size from the object sizes, augmentation, batch size and epochs "
+                       "from step times measured on the run's batches, warm-up and validation interval; "
+                       "printed with their reasons and stored in config.json ('choices')")
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help="images per step in all: the GLOBAL batch, shared equally by the replicas "
@@ -125,7 +133,9 @@ def _add_schedule_options(group, defaults):
 def _add_augmentation_options(group, defaults):
     """The "augmentation" options: flip, colour jitter, random crop, zoom out."""
     group.add_argument("--flip", type=float, default=defaults.flip, help="probability of a horizontal flip")
-    group.add_argument("--jitter", action="store_true", help="random brightness, contrast, saturation and hue")
+    group.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=defaults.jitter,
+                       help="random brightness, contrast, saturation and hue (--no-jitter: none, also with "
+                       "--time-budget, whose recipe turns it on)")
     group.add_argument("--random-crop", type=float, default=defaults.random_crop, metavar="P",
                        help="probability of cropping a random window (boxes whose centre is inside are kept)")
     group.add_argument("--crop-min-scale", type=float, default=defaults.crop_min_scale,
@@ -159,11 +169,12 @@ def run(args):
     """Train as the options say; exit code 0."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
+    given = _given_options(args._train_parser, args._argv)
+    values["given"] = sorted(given & fields)  # what --time-budget's recipe leaves as it is
     if args.resume:
         # Options not given again keep the first run's values.
         earlier = earlier_arguments(args.output_dir)
-        given = _given_options(args._train_parser, args._argv)
         values.update({k: v for k, v in earlier.items() if k in fields and k not in given
-                       and k not in ("resume", "output_dir", "distribute")})
+                       and k not in ("resume", "output_dir", "distribute", "given")})
     train(TrainConfig(**values))
     return 0

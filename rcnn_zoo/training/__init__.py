@@ -22,6 +22,9 @@ One concept a module, each importing only the ones listed before it:
 
 - ``distribute``: the ``tf.distribute`` strategy, the chief, each worker's write folder, the
   split of the global batch, and the callbacks that need care across workers;
+- ``budget``: ``--time-budget``'s recipe: image size and augmentation from the data, batch
+  size, epochs and warm-up from measured step times, and :class:`TimeBudget`, which ends the
+  run in time;
 - ``detectors``: the detector a run builds from CLI-style arguments, and how each trains;
 - ``schedules``: the optimizer and the warm-up + cosine learning rate;
 - ``config``: :class:`TrainConfig` and the checks of its values;
@@ -36,6 +39,7 @@ One concept a module, each importing only the ones listed before it:
 
 from rcnn_zoo.checkpoints import HistoryCSV, read_history
 from rcnn_zoo.training.alternating import alternating_training
+from rcnn_zoo.training.budget import TimeBudget, parse_duration
 from rcnn_zoo.training.callbacks import (
     AtomicCheckpoint,
     FillMissing,
@@ -76,6 +80,7 @@ __all__ = [
     "StopOnDivergence",
     "TrainConfig",
     "TrainingCurves",
+    "TimeBudget",
     "TrainingDiverged",
     "alternating_training",
     "build_detector",
@@ -85,6 +90,7 @@ __all__ = [
     "image_sizes",
     "is_chief",
     "make_strategy",
+    "parse_duration",
     "parse_model_args",
     "proposal_training_dataset",
     "read_history",

@@ -7,6 +7,7 @@ from rcnn_zoo.data.anchor_fit import AUTO
 from rcnn_zoo.errors import UsageError, check_number
 from rcnn_zoo.evaluation import METRICS
 from rcnn_zoo.models.registry import detector_name
+from rcnn_zoo.training.budget import parse_duration
 from rcnn_zoo.training.detectors import (
     PROPOSAL_DETECTORS,
     RCNN_IMAGE_SIZES_MESSAGE,
@@ -67,6 +68,12 @@ class TrainConfig:
     # Keras dtype policy of the model built for the run (mixed_bfloat16: oneDNN's bf16 kernels on
     # CPUs with AVX512_BF16 / AMX; the variables stay float32)
     dtype_policy: str = "float32"
+    # the recipe (rcnn_zoo.training.budget): a duration ("20m") makes train choose, for the data
+    # and within that time, every option of the recipe that was not given
+    time_budget: str | None = None
+    # the fields the user gave (the CLI lists the options typed); values that differ from the
+    # defaults count as given too
+    given: list | None = None
 
 
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -104,6 +111,12 @@ def check_config(config):
         raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
     if config.distribute not in DISTRIBUTE_MODES:
         raise UsageError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, got {config.distribute!r}")
+    if config.time_budget is not None:
+        parse_duration(config.time_budget)
+        if config.distribute != "none":
+            raise UsageError("--time-budget is not supported with --distribute: each worker would measure its own "
+                             "step times and could choose another batch size or epoch count; give --epochs and "
+                             "--batch-size instead")
     if config.dtype_policy not in DTYPE_POLICIES:
         raise UsageError(f"--dtype-policy must be one of {', '.join(DTYPE_POLICIES)}, got {config.dtype_policy!r}")
 

@@ -11,14 +11,17 @@ from rcnn_zoo.training.schedules import CosineLearningRate, build_optimizer
 from rcnn_zoo.utils import progress
 from rcnn_zoo.visualization import plot_training_curves
 
-__all__ = ["RCNN_REGIONS_PER_BATCH_IMAGE", "train_rcnn_stages"]
+__all__ = ["RCNN_FINE_TUNE_SHARE", "RCNN_REGIONS_PER_BATCH_IMAGE", "train_rcnn_stages"]
 
 # R-CNN fine-tunes on batches of this many warped regions per --batch-size (4 → the paper's 128).
 RCNN_REGIONS_PER_BATCH_IMAGE = 32
+# With --time-budget, the part of the time left that its fine-tuning gets; the SVMs (features of
+# every region, hard negative mining) and the box regressors take the rest.
+RCNN_FINE_TUNE_SHARE = 0.5
 
 
 def train_rcnn_stages(model, regions, config, paths, initial_epoch=0, callbacks=None, val_batches=None,
-                      num_val_images=0):
+                      num_val_images=0, budget=None):
     """R-CNN's three training stages, with ``rcnn-zoo train``'s options mapped onto them.
 
     1. :meth:`RCNN.fine_tune`: epochs ``initial_epoch … config.epochs`` of ``ceil(K / n)``
@@ -34,6 +37,8 @@ def train_rcnn_stages(model, regions, config, paths, initial_epoch=0, callbacks=
     Then ``paths["last"]`` is written; with ``val_batches`` (:func:`rcnn_zoo.evaluation.
     evaluation_batches`) the validation mAP (``config.metric``) goes into the last row of
     ``history.csv``, and ``paths["best"]`` is written when it beats every earlier run's.
+    ``budget``: a :class:`~rcnn_zoo.training.budget.TimeBudget` that ends stage 1 in time
+    (``--time-budget``), moving the end of its learning-rate curve.
     """
     region_batch = RCNN_REGIONS_PER_BATCH_IMAGE * config.batch_size
     steps = max(1, math.ceil(len(regions) / region_batch))
@@ -41,12 +46,16 @@ def train_rcnn_stages(model, regions, config, paths, initial_epoch=0, callbacks=
     earlier = [r for r in read_history(paths["history"]) if r["epoch"] < initial_epoch]
     advice = (f"nothing was saved (R-CNN writes last.keras after its last stage). Try a lower --lr "
               f"(now {config.lr:g}) and run the command again")
+    schedule = CosineLearningRate(config.lr, config.epochs, steps, config.warmup_epochs)
     stage_callbacks = [
         StopOnDivergence(advice),
-        CosineLearningRate(config.lr, config.epochs, steps, config.warmup_epochs),
+        schedule,
         HistoryCSV(paths["history"], earlier),
         TrainingCurves(paths["history"], paths["curves"]),
     ] + list(callbacks or [])
+    if budget is not None:
+        budget.schedule = schedule
+        stage_callbacks.append(budget)
     say = print if config.verbose else (lambda *args, **kwargs: None)
     say(f"R-CNN stage 1 of 3: fine-tuning the CNN on {len(regions)} regions, epochs {initial_epoch + 1}–"
         f"{config.epochs}, {steps} batch(es) of {region_batch} warped regions each", flush=True)

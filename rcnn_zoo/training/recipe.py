@@ -8,6 +8,8 @@ proposals; R-CNN its three stages (:func:`~rcnn_zoo.training.rcnn_stages.train_r
 """
 
 import contextlib
+import dataclasses
+import math
 import os
 import sys
 import time
@@ -17,11 +19,25 @@ import keras
 
 from rcnn_zoo.checkpoints import HistoryCSV, logged_values, read_history
 from rcnn_zoo.data import evaluation_dataset
-from rcnn_zoo.data.anchor_fit import format_anchor_fit
+from rcnn_zoo.data.anchor_fit import AUTO, format_anchor_fit
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.evaluation import MeanAveragePrecisionCallback, evaluation_batches
 from rcnn_zoo.inference import load_model
 from rcnn_zoo.models.registry import detector_name
+from rcnn_zoo.training.budget import (
+    MEASURED_STEPS,
+    RECIPE_FIELDS,
+    WARMUP_STEPS,
+    StepTimer,
+    TimeBudget,
+    Workload,
+    choose_data_recipe,
+    fit_step_seconds,
+    format_choices,
+    given_fields,
+    parse_duration,
+    plan_schedule,
+)
 from rcnn_zoo.training.callbacks import (
     AtomicCheckpoint,
     FillMissing,
@@ -54,8 +70,8 @@ from rcnn_zoo.training.detectors import (
     detector_class,
     parse_model_args,
 )
-from rcnn_zoo.training.rcnn_stages import train_rcnn_stages
-from rcnn_zoo.training.record import finish_run, start_record
+from rcnn_zoo.training.rcnn_stages import RCNN_FINE_TUNE_SHARE, RCNN_REGIONS_PER_BATCH_IMAGE, train_rcnn_stages
+from rcnn_zoo.training.record import earlier_arguments, finish_run, start_record
 from rcnn_zoo.training.run_folder import PROPOSALS_FOLDER, RunProgress, resume_point, run_paths
 from rcnn_zoo.training.schedules import CosineLearningRate, build_optimizer
 from rcnn_zoo.visualization import plot_training_curves
@@ -86,6 +102,7 @@ def train(config, callbacks=None):
         dict: ``model`` (the trained detector), ``output_dir``, ``history`` (rows of
         history.csv), ``epochs_done``, ``wall_seconds``, ``cpu_seconds``, ``paths``.
     """
+    started = time.time()  # the --time-budget clock: reading the data and measuring count
     check_config(config)
     check_detector_options(config)
     strategy = make_strategy(config.distribute)  # first: multi-worker configures TF before it runs anything
@@ -95,13 +112,16 @@ def train(config, callbacks=None):
     paths = run_paths(out)  # what every worker reads; only the chief also writes there
     interrupted_at, finished_before, train_set, val_set = _read_run(config, paths, strategy)
     print(class_summary(train_set))
+    if interrupted_at and config.time_budget:
+        config = _chosen_before(config)  # the same command continues with the values its recipe chose
 
     written = write_dir(out, strategy)
     try:
         os.makedirs(written, exist_ok=True)
         keras.utils.set_random_seed(config.seed)  # the same on every worker: same weights, same batches
         with strategy_scope(strategy), _dtype_policy(config.dtype_policy):
-            model, initial_epoch, choices = _start_model(config, paths, train_set, interrupted_at, finished_before)
+            model, initial_epoch, choices, config = _start_model(config, paths, train_set, interrupted_at,
+                                                                 finished_before)
         if initial_epoch >= config.epochs:
             print(f"{out}: already trained {initial_epoch} epoch(s) ≥ --epochs {config.epochs}; nothing to do.")
             return _result(model, out, read_history(paths["history"]), initial_epoch, 0.0, 0.0, paths)
@@ -111,10 +131,13 @@ def train(config, callbacks=None):
             print(f"Resuming from the {how} at epoch {initial_epoch + 1} of {config.epochs}.")
 
         own = run_paths(written)
-        run = _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy)
+        budget = None
+        if config.time_budget and not continuing:
+            config, budget = _plan_budget(model, config, train_set, val_set, own, started, choices)
+        run = _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy, budget)
         record = start_record(own["config"], config, model, train_set, val_set, continuing, choices)
         print(_announcement(model, train_set, val_set, out) + _replicas_note(strategy, config.batch_size))
-        history, wall, cpu = _run_and_record(run, config, own, record, initial_epoch)
+        history, wall, cpu = _run_and_record(run, config, own, record, initial_epoch, budget)
         print(_summary(history, initial_epoch, wall, cpu, paths))
         return _result(model, out, history, len(history), wall, cpu, paths)
     finally:
@@ -161,9 +184,10 @@ def _replicas_note(strategy, batch_size):
 
 
 def _start_model(config, paths, train_set, interrupted_at, finished_before):
-    """``(model, initial_epoch, choices)``: the run's ``last.keras`` with its optimizer state
-    when there is one to continue, else a new compiled detector from ``config``; ``choices``:
-    what was chosen for the data (``"auto"`` anchors, printed now), for config.json."""
+    """``(model, initial_epoch, choices, config)``: the run's ``last.keras`` with its optimizer
+    state when there is one to continue, else a new compiled detector from ``config``;
+    ``choices``: what was chosen for the data (``--time-budget``'s image size and augmentation,
+    ``"auto"`` anchors; printed now), for config.json; ``config`` with those choices."""
     if finished_before or interrupted_at:
         model = load_model(paths["last"], compile=True)
         wanted, trained = detector_name(detector_class(config.detector)), detector_name(model)
@@ -173,11 +197,12 @@ def _start_model(config, paths, train_set, interrupted_at, finished_before):
         if list(model.class_names or []) != train_set.class_names:
             raise UsageError(f"{paths['last']}: the model's classes {model.class_names} differ from "
                              f"the data's {train_set.class_names}")
-        return model, interrupted_at or len(read_history(paths["history"])), []
-    model, fit = build_fitted_detector(train_set, config.backbone, config.image_min_size, config.image_max_size,
-                                       config.anchor_sizes, config.aspect_ratios,
-                                       parse_model_args(config.model_args), detector=config.detector)
+        return model, interrupted_at or len(read_history(paths["history"])), [], config
     choices = []
+    if config.time_budget:
+        config, choices = choose_data_recipe(config, train_set, _build(config, train_set, fitted=False)[0])
+        print(format_choices(choices, "Recipe for this data (--time-budget; the options given stay):"))
+    model, fit = _build(config, train_set)
     if fit is not None:
         print(format_anchor_fit(fit))
         choices.append({"choice": "anchors", "anchor_sizes": fit["sizes"], "aspect_ratios": fit["aspect_ratios"],
@@ -186,28 +211,106 @@ def _start_model(config, paths, train_set, interrupted_at, finished_before):
                         "recall_before": fit["before"], "recall_after": fit["after"]})
     if detector_name(model) != "rcnn":  # R-CNN's stages compile their own models
         model.compile(optimizer=build_optimizer(config))
-    return model, interrupted_at or 0, choices
+    return model, interrupted_at or 0, choices, config
 
 
-def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy=None):
+def _build(config, train_set, fitted=True):
+    """``(model, fit)`` of :func:`build_fitted_detector` for ``config``; ``fitted=False``: with the
+    default anchors instead of fitted ones (the model the recipe reads its defaults from)."""
+    auto = (config.anchor_sizes, config.aspect_ratios) if fitted else (
+        None if config.anchor_sizes == AUTO else config.anchor_sizes,
+        None if config.aspect_ratios == AUTO else config.aspect_ratios)
+    return build_fitted_detector(train_set, config.backbone, config.image_min_size, config.image_max_size, *auto,
+                                 parse_model_args(config.model_args), detector=config.detector)
+
+
+def _plan_budget(model, config, train_set, val_set, own, started, choices):
+    """``(config, budget)``: ``config`` with the schedule :func:`plan_schedule` chose for
+    ``--time-budget`` from step times measured on ``model`` (printed, and added to ``choices``),
+    and the :class:`TimeBudget` that ends its epochs in time (None when ``--epochs`` was given)."""
+    seconds = parse_duration(config.time_budget)
+    if detector_name(model) == "rcnn":
+        workload = _rcnn_workload(model, config, train_set, own)
+    else:
+        workload = _fit_workload(model, config, train_set, val_set, own)
+    config, schedule, deadline = plan_schedule(config, workload, started, seconds)
+    print(format_choices(schedule, f"Schedule for the {config.time_budget} budget, from step times measured now:"))
+    choices += schedule
+    if not any(c["choice"] == "epochs" for c in schedule):
+        return config, None
+    return config, TimeBudget(started, deadline, config.epochs, verbose=config.verbose)
+
+
+def _fit_workload(model, config, train_set, val_set, own):
+    """The :class:`Workload` of a detector trained by one ``fit``: steps timed on its own batches."""
+    cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)
+
+    def batches(batch):
+        return fit_batches(model, train_set, dataclasses.replace(config, batch_size=batch), cache)
+
+    return Workload(measure=lambda batch: fit_step_seconds(model, batches(batch)[0], 0.1 * config.lr),
+                    steps=lambda batch: batches(batch)[1], images=len(train_set),
+                    val_images=len(val_set) if val_set is not None else 0)
+
+
+def _rcnn_workload(model, config, train_set, own):
+    """R-CNN's :class:`Workload`: its fine-tuning steps (batches of 32 × batch warped regions),
+    timed; they get :data:`RCNN_FINE_TUNE_SHARE` of the time left, the SVM and regressor stages the
+    rest. The batch size stays (it sets the regions per step, not the throughput)."""
+    regions = rcnn_regions(model, train_set, os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER),
+                           config.verbose)
+
+    def measure(batch):
+        size = RCNN_REGIONS_PER_BATCH_IMAGE * batch
+        data = model.fine_tune_dataset(regions, num_batches=WARMUP_STEPS + MEASURED_STEPS, batch_size=size,
+                                       seed=config.seed)
+        timer = StepTimer()
+        optimizer = build_optimizer(dataclasses.replace(config, lr=0.1 * config.lr))
+        model.fine_tune(data, epochs=1, optimizer=optimizer, bn_statistics_batches=0, callbacks=[timer], verbose=0)
+        return timer.median_seconds()
+
+    def steps(batch):
+        return max(1, math.ceil(len(regions) / (RCNN_REGIONS_PER_BATCH_IMAGE * batch)))
+
+    return Workload(measure, steps, len(train_set), share=RCNN_FINE_TUNE_SHARE, choose_batch=False)
+
+
+def _chosen_before(config):
+    """``config`` with the values the first run's recipe chose (its config.json) for the fields
+    the user did not give: an interrupted ``--time-budget`` run continues as it was planned."""
+    given, earlier = given_fields(config), earlier_arguments(config.output_dir)
+    chosen = {k: v for k, v in earlier.items() if k in RECIPE_FIELDS and k not in given}
+    return dataclasses.replace(config, **chosen)
+
+
+def _batches_for(model, train_set, own):
+    """``config → (batches, steps)``: the batches :func:`fit_batches` makes for ``config`` (the
+    recipe measures step times on them)."""
+    cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)
+    return lambda config: fit_batches(model, train_set, config, cache)
+
+
+def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy=None,
+                 budget=None):
     """Everything the training needs, computed now (selective search with its progress bar
     included); returns the zero-argument function that trains. ``paths``: the run folder's
     files (read), ``own``: where this process writes them (the same unless a non-chief
-    worker)."""
+    worker); ``budget``: the :class:`TimeBudget` of a ``--time-budget`` run whose epochs were
+    chosen (it ends them in time)."""
     cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)  # selective search, once per image
     if detector_name(model) == "rcnn":
         regions = rcnn_regions(model, train_set, cache, config.verbose)
         val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)
         num_val = len(val_set) if val_set is not None else 0
         return lambda: train_rcnn_stages(model, regions, config, paths, initial_epoch, callbacks, val_batches,
-                                         num_val)
+                                         num_val, budget)
     replicated = strategy is not None and strategy.num_replicas_in_sync > 1
     batches, steps = fit_batches(model, train_set, config, cache)
     if replicated:
         batches, steps = distributed_batches(model, train_set, batches, config.batch_size)
     val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)
     callbacks = _training_callbacks(config, paths, own, steps, val_set, train_set.class_names,
-                                    initial_epoch) + list(callbacks or [])
+                                    initial_epoch, budget) + list(callbacks or [])
     for callback in callbacks:
         if val_batches is not None and isinstance(callback, MeanAveragePrecisionCallback):
             callback.validation_data = val_batches
@@ -228,15 +331,14 @@ def _proposal_validation_batches(model, val_set, cache_dir, verbose):
     return evaluation_batches(model, val_set, cache_dir, verbose=verbose)
 
 
-def _training_callbacks(config, paths, own, steps_per_epoch, val_set, class_names, initial_epoch):
+def _training_callbacks(config, paths, own, steps_per_epoch, val_set, class_names, initial_epoch, budget=None):
     """The built-in callbacks of :func:`train`, in the order they must run: the learning rate
-    first, validation mAP before the checkpoint that reads it, the backup last. They continue
-    the history of the run folder ``paths`` and write into ``own``."""
+    first, validation mAP before the checkpoint that reads it, the backup last, and a
+    :class:`TimeBudget` ``budget`` after them (it moves the ends of the first and the last).
+    They continue the history of the run folder ``paths`` and write into ``own``."""
     earlier = [r for r in read_history(paths["history"]) if r["epoch"] < initial_epoch]
-    callbacks = [
-        StopOnDivergence(_divergence_advice(config)),
-        CosineLearningRate(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs),
-    ]
+    schedule = CosineLearningRate(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs)
+    callbacks = [StopOnDivergence(_divergence_advice(config)), schedule]
     if val_set is not None:
         callbacks += [
             MeanAveragePrecisionCallback(evaluation_dataset(val_set), every_n_epochs=config.val_every,
@@ -247,12 +349,17 @@ def _training_callbacks(config, paths, own, steps_per_epoch, val_set, class_name
         ]
     # Written in this order, so that progress.json never counts an epoch whose model and
     # history row are not on disk.
-    return callbacks + [
+    progress = RunProgress(own["backup"], config.epochs, initial_epoch)
+    callbacks += [
         HistoryCSV(own["history"], earlier),
         AtomicCheckpoint(own["last"]),
         TrainingCurves(own["history"], own["curves"]),
-        RunProgress(own["backup"], config.epochs, initial_epoch),
+        progress,
     ]
+    if budget is not None:
+        budget.schedule, budget.progress = schedule, progress
+        callbacks.append(budget)
+    return callbacks
 
 
 def _divergence_advice(config):
@@ -278,9 +385,10 @@ def _announcement(model, train_set, val_set, out):
             f"validating on {len(val_set) if val_set else 0}; {sizes}. Output: {out}")
 
 
-def _run_and_record(run, config, paths, record, initial_epoch):
-    """``run()`` timed; whatever happens, config.json gets the run's epochs and times and the
-    plot is redrawn. Returns ``(history rows, wall seconds, CPU seconds)``."""
+def _run_and_record(run, config, paths, record, initial_epoch, budget=None):
+    """``run()`` timed; whatever happens, config.json gets the run's epochs and times (and what
+    the :class:`TimeBudget` ``budget`` did) and the plot is redrawn. Returns ``(history rows,
+    wall seconds, CPU seconds)``."""
     wall, cpu = time.time(), time.process_time()
     try:
         with warnings.catch_warnings():
@@ -296,10 +404,30 @@ def _run_and_record(run, config, paths, record, initial_epoch):
     finally:
         wall, cpu = time.time() - wall, time.process_time() - cpu
         history = read_history(paths["history"])
+        _record_budget(record, budget)
         finish_run(paths["config"], record, initial_epoch, len(history), wall, cpu)
         if history:
             plot_training_curves(paths["history"], paths["curves"])
     return history, wall, cpu
+
+
+def _record_budget(record, budget):
+    """With a :class:`TimeBudget` ``budget``, config.json gets ``time_budget`` (its seconds, the
+    seconds used since the run began, the re-plans); when it moved the run's end, the epochs the
+    run ended with (a later ``--resume`` counts from them) and a choice saying why."""
+    if budget is None:
+        return
+    record["time_budget"] = {"seconds": parse_duration(record["arguments"]["time_budget"]),
+                             "epochs_end_by_seconds": round(budget.budget, 1),
+                             "used_seconds": round(time.time() - budget.started, 1), "replans": budget.replans}
+    if not budget.replans:
+        return
+    record["arguments"]["epochs"] = budget.epochs
+    last = budget.replans[-1]
+    record["choices"].append({"choice": "epochs re-planned", "value": budget.epochs,
+                              "reason": f"after epoch {last['after_epoch']} an epoch took {last['epoch_seconds']} s "
+                                        "measured (validation and checkpoints included): the run ends inside "
+                                        "--time-budget"})
 
 
 def _summary(history, initial_epoch, wall, cpu, paths):

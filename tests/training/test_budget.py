@@ -1,0 +1,318 @@
+"""``--time-budget``: the recipe chosen for the data (image size from the object sizes,
+augmentation, batch size and epochs from measured step times), explicit options winning, and
+the run ending inside the budget with its learning-rate curve and progress moved with it.
+
+Expected values are worked out by hand from the rules in ``rcnn_zoo/training/budget.py``'s
+docstring (the arithmetic is in the comments), or read from the raccoon XML files."""
+
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from photo_copies import RACCOON, copy_raccoon_photos
+from rcnn_zoo.data import DetectionDataset, DetectionRecord, load_dataset
+from rcnn_zoo.errors import UsageError
+from rcnn_zoo.training import TrainConfig
+from rcnn_zoo.training.budget import (
+    TimeBudget,
+    choose_augmentation,
+    choose_data_recipe,
+    choose_image_sizes,
+    given_fields,
+    parse_duration,
+    Workload,
+    plan_schedule,
+)
+from rcnn_zoo.training.config import check_config
+from rcnn_zoo.training.detectors import build_detector
+
+
+def _squares(tmp_path, image_size, side, count=4, per_image=10):
+    """``count`` images of ``image_size`` (h, w) holding ``per_image`` squares of ``side`` px."""
+    height, width = image_size
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(count):
+        corners = rng.uniform(0, min(height, width) - side, (per_image, 2)).astype(np.float32)
+        boxes = np.concatenate([corners, corners + side], axis=1)
+        records.append(DetectionRecord(os.path.join(tmp_path, f"{i}.jpg"), i, boxes, np.zeros(per_image, np.int32),
+                                       np.zeros(per_image, bool), height, width))
+    return DetectionDataset(records, ["square"])
+
+
+# ----------------------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize("text, seconds", [("20m", 1200), ("90s", 90), ("1.5h", 5400), ("1h30m", 5400),
+                                           ("2m 30s", 150)])
+def test_durations_read_with_their_units(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["20", "twenty minutes", "0m", "-5m", "5 m x"])
+def test_a_duration_without_a_unit_or_not_positive_is_refused(text):
+    with pytest.raises(UsageError, match="--time-budget"):
+        parse_duration(text)
+
+
+def test_a_budget_with_several_workers_is_refused():
+    with pytest.raises(UsageError, match="--time-budget is not supported with --distribute"):
+        check_config(TrainConfig(time_budget="20m", distribute="multi-worker"))
+
+
+def test_given_fields_are_the_named_and_the_changed():
+    config = TrainConfig(batch_size=4, epochs=30, given=["batch_size"])
+    assert {"batch_size", "epochs"} <= given_fields(config)  # 4 is the default, but it was typed
+    assert "image_min_size" not in given_fields(config)
+
+
+# ------------------------------------------------------------------------------ image size
+
+
+def test_small_objects_keep_the_photos_resolution(tmp_path):
+    """640×480 photos, 12 px objects: at the default 256/416 they are 12·256/480 = 6.4 px, under
+    the 32 px anchor; reaching it needs 256·32/6.4 = 1280 px, capped at the photos' 480 px
+    shorter side; the longer side keeps its 640 px (≥ round(480·416/256) = 780 would too)."""
+    dataset = _squares(tmp_path, (480, 640), 12)
+    min_size, max_size, choice = choose_image_sizes(dataset, 256, 416, 32)
+    assert (min_size, max_size) == (480, 780)
+    assert "median shorter side 480" in choice["reason"] and choice["small_objects_px"] == pytest.approx(6.4, abs=0.1)
+    # 960×540 video frames: round(540·416/256) = 878 would shrink them; their 960 px stay.
+    assert choose_image_sizes(_squares(tmp_path, (540, 960), 12), 256, 416, 32)[:2] == (540, 960)
+
+
+def test_the_size_grows_only_as_far_as_the_objects_need(tmp_path):
+    """1000×750 photos, 60 px objects: 60·256/750 = 20.5 px at 256; 256·32/20.5 = 400 → 416 (the
+    next multiple of 32), where they are 60·416/750 = 33.3 px ≥ 32; longer side round(416·1.625)."""
+    dataset = _squares(tmp_path, (750, 1000), 60)
+    assert choose_image_sizes(dataset, 256, 416, 32)[:2] == (416, 676)
+
+
+def test_the_size_is_capped_for_huge_photos_and_kept_for_large_objects(tmp_path):
+    huge = _squares(tmp_path, (3000, 4000), 20)  # 1.7 px at 256: would need 4800 px
+    min_size, max_size, choice = choose_image_sizes(huge, 256, 416, 32)
+    assert (min_size, max_size) == (800, 1300) and "capped at 800 px" in choice["reason"]
+    large = _squares(tmp_path, (480, 640), 200)
+    assert choose_image_sizes(large, 256, 416, 32)[:2] == (256, 416)
+
+
+def _raccoon_sizes(stems, min_size, max_size):
+    """√(w·h) of every raccoon box of ``stems`` after the resize, read from the XML files."""
+    sizes = []
+    for stem in stems:
+        root = ET.parse(os.path.join(RACCOON, "annotations", f"{stem}.xml")).getroot()
+        width, height = (int(root.find(f"size/{k}").text) for k in ("width", "height"))
+        scale = min(min_size / min(width, height), max_size / max(width, height))
+        for box in root.iter("bndbox"):
+            x1, y1, x2, y2 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+            sizes.append(np.sqrt((x2 - x1 + 1) * (y2 - y1 + 1)) * scale)  # VOC: inclusive pixel indices
+    return np.array(sizes)
+
+
+@pytest.mark.parametrize("backbone, sizes", [("tiny", (256, 416)), ("resnet50_fpn", (800, 1333))])
+def test_raccoon_photos_keep_the_default_size_and_get_the_readme_augmentation(backbone, sizes):
+    """The real photos, the CLI's tiny model and the registered weights' ResNet-50-FPN: the
+    raccoons are large (the smallest tenth ≥ 100 px at 256 px, from the XMLs), so the default
+    size stays and zoom-out 1.5 keeps them above the 32 px anchor."""
+    with open(os.path.join(RACCOON, "train.txt")) as handle:
+        stems = handle.read().split()
+    small = np.percentile(_raccoon_sizes(stems, *sizes), 10)
+    assert small / 1.5 > 32
+    train_set = load_dataset(RACCOON, "voc", "train", check_images="header")
+    model = build_detector(1, train_set.class_names, backbone=backbone)
+    config, choices = choose_data_recipe(TrainConfig(time_budget="20m", backbone=backbone), train_set, model)
+    assert (config.image_min_size, config.image_max_size) == sizes
+    assert (config.jitter, config.random_crop, config.zoom_out) == (True, 0.5, 1.5)
+    named = {c["choice"]: c for c in choices}
+    assert set(named) == {"image size", "jitter", "random crop", "zoom out"}
+    assert f"{small:.0f} px" in named["image size"]["reason"]
+
+
+def test_small_objects_are_not_zoomed_out_and_detectors_keep_their_limits(tmp_path):
+    dataset = _squares(tmp_path, (480, 640), 40)  # 40 px at 480: 40 / 1.5 = 26.7 < 32
+    fields, _ = choose_augmentation(dataset, "faster_rcnn", 480, 780, 32, given=set())
+    assert fields == {"jitter": True, "random_crop": 0.5, "zoom_out": 1.0}
+    # Fast R-CNN's proposals are computed once per original image: no crop, no zoom.
+    assert choose_augmentation(dataset, "fast_rcnn", 480, 780, 32, set())[0] == {"jitter": True}
+    assert choose_augmentation(dataset, "rcnn", 480, 780, 32, set())[0] == {}
+    assert choose_augmentation(dataset, "rfcn", 480, 780, 32, {"jitter", "zoom_out"})[0] == {"random_crop": 0.5}
+
+
+def test_given_image_sizes_and_augmentation_stay(tmp_path):
+    dataset = _squares(tmp_path, (480, 640), 12)
+    model = build_detector(1, ["square"], backbone="tiny")
+    given = TrainConfig(time_budget="5m", image_min_size=256, random_crop=0.0, given=["random_crop"])
+    config, choices = choose_data_recipe(given, dataset, model)
+    assert (config.image_min_size, config.image_max_size, config.random_crop) == (256, None, 0.0)
+    assert [c["choice"] for c in choices] == ["jitter", "zoom out"]
+
+
+# -------------------------------------------------------------------------------- schedule
+
+
+def _workload(per_image, num_images, val_images=0, **kwargs):
+    """A :class:`Workload` whose steps take ``per_image[batch] · batch`` seconds."""
+    return Workload(measure=lambda batch: per_image[batch] * batch, steps=lambda batch: -(-num_images // batch),
+                    images=num_images, val_images=val_images, **kwargs)
+
+
+def test_epochs_and_validation_fill_the_budget():
+    """100 images, 20 validation images, batch 4 at 0.031 s per image (8 is 3 % faster: 4 stays).
+    Left: 1000 s − 3 % = 970 s. An epoch: 25 steps · 4 · 0.031 = 3.1 s; a validation 0.5 · 0.031
+    · 20 = 0.31 s. Validating every epoch 970 / 3.41 = 284 epochs → every round(284/10) = 28;
+    then 970 / (3.1 + 0.31 / 28) = 311 epochs. Warm-up: 2 % of 311 · 25 steps = 155.5 steps =
+    6.22 epochs."""
+    workload = _workload({2: 0.05, 4: 0.031, 8: 0.030}, 100, val_images=20)
+    config, choices, deadline = plan_schedule(TrainConfig(time_budget="1000s"), workload, time.time(), 1000.0)
+    assert (config.batch_size, config.val_every, config.epochs) == (4, 28, 311)
+    assert config.warmup_epochs == pytest.approx(6.22, abs=0.01)
+    assert deadline == pytest.approx(970.0, abs=0.5)
+    named = {c["choice"]: c for c in choices}
+    assert named["batch size"]["images_per_second"] == {"2": 20.0, "4": 32.26, "8": 33.33}
+
+
+def test_the_fastest_batch_wins_and_given_values_stay():
+    workload = _workload({2: 0.05, 4: 0.04, 8: 0.03}, 100)
+    config, _, _ = plan_schedule(TrainConfig(time_budget="1000s"), workload, time.time(), 1000.0)
+    assert config.batch_size == 8  # 25 % faster than 4
+    given = TrainConfig(time_budget="1000s", batch_size=2, epochs=7, warmup_epochs=1.0, given=["warmup_epochs"])
+    config, choices, _ = plan_schedule(given, workload, time.time(), 1000.0)
+    assert (config.batch_size, config.epochs, config.warmup_epochs) == (2, 7, 1.0)
+    assert choices == []  # nothing was chosen: everything the schedule sets was given
+
+
+def test_expensive_candidates_are_not_measured_and_a_share_leaves_time_for_later_stages():
+    """2 s per image: measuring batch 4 (8 steps · 4 · 2 s = 64 s) would cost more than 2 % of a
+    600 s budget, so only batch 2 is measured. R-CNN's share 0.5 of 600 − 18 = 582 s → 291 s;
+    an epoch of 50 steps · 2 · 2 s = 200 s → 1 epoch."""
+    measured = []
+    workload = _workload({2: 2.0, 4: 2.0}, 100, share=0.5)
+    workload.measure = lambda batch: measured.append(batch) or 2.0 * batch
+    config, choices, deadline = plan_schedule(TrainConfig(time_budget="10m"), workload, time.time(), 600.0)
+    assert measured == [2] and config.batch_size == 2 and config.epochs == 1
+    assert deadline == pytest.approx(291.0, abs=0.5)
+    fixed = _workload({4: 0.01}, 100, choose_batch=False)
+    config, choices, _ = plan_schedule(TrainConfig(time_budget="10m"), fixed, time.time(), 600.0)
+    assert config.batch_size == 4 and "batch size" not in [c["choice"] for c in choices]
+    few = _workload({2: 0.05, 4: 0.04}, 5)  # batch 8 is larger than the 5 images: not measured
+    assert plan_schedule(TrainConfig(time_budget="10m"), few, time.time(), 600.0)[0].batch_size == 4
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Model:
+    stop_training = False
+
+
+def test_slow_epochs_move_the_end_of_the_run_and_its_curves():
+    """Budget 100 s from t = 0, 10 epochs planned; fit starts at t = 0 and epochs take 20 s: after
+    the first, 1 + int(80 / 20) = 5 epochs fit; the schedule and the progress file follow, and
+    the run stops after epoch 5 (at t = 100). Never more epochs than planned."""
+    clock = _Clock()
+
+    class Curve:
+        epochs = 10.0
+
+    schedule, progress = Curve(), Curve()
+    callback = TimeBudget(0.0, 100.0, 10, schedule, progress, verbose=0, clock=clock)
+    callback.set_model(_Model())
+    callback.on_train_begin()
+    for epoch in range(5):
+        clock.now += 20.0
+        callback.on_epoch_end(epoch)
+        assert callback.model.stop_training == (epoch == 4)
+    assert (callback.epochs, schedule.epochs, progress.epochs) == (5, 5.0, 5)
+    assert callback.replans[0] == {"after_epoch": 1, "epochs": 5, "epoch_seconds": 20.0}
+
+    clock.now = 0.0
+    fast = TimeBudget(0.0, 100.0, 3, verbose=0, clock=clock)
+    fast.set_model(_Model())
+    fast.on_train_begin()
+    clock.now = 1.0
+    fast.on_epoch_end(0)
+    assert fast.epochs == 3 and not fast.replans
+
+
+# ------------------------------------------------------------------------ the command itself
+
+STEMS = ("raccoon-1", "raccoon-10", "raccoon-100", "raccoon-105", "raccoon-106", "raccoon-107")
+# Each detector's run: the options given besides the data (R-CNN: small warps, few proposals).
+GIVEN = {
+    "faster_rcnn": [],
+    "rfcn": ["--batch-size", "2"],
+    "fast_rcnn": [],
+    "rcnn": ["--model-arg", "warp_size=32", "--model-arg", "context_padding=4", "--model-arg", "max_proposals=100"],
+}
+BUDGET_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return copy_raccoon_photos(str(tmp_path_factory.mktemp("raccoon") / "voc"), STEMS, long_side=128)
+
+
+def _train(*argv):
+    """``rcnn-zoo train ARGV`` in this process; its printed output."""
+    import contextlib
+    import io
+
+    from rcnn_zoo import cli
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(["train", *map(str, argv)])
+    assert code == 0, stdout.getvalue()[-3000:]
+    return stdout.getvalue()
+
+
+@pytest.mark.parametrize("detector", list(GIVEN))
+def test_every_detector_trains_within_the_budget_as_a_finished_run(detector, photos, tmp_path):
+    """``rcnn-zoo train --data DIR --detector NAME --time-budget 30s`` on six real photos: the
+    recipe is printed and stored with its reasons, the options given stay, and the run ends as
+    a finished run inside the budget (plus at most one epoch, the last one started in time)."""
+    out = tmp_path / "run"
+    stdout = _train("--data", photos, "--detector", detector, "--time-budget", f"{BUDGET_SECONDS}s",
+                    *GIVEN[detector], "--output-dir", out, "--verbose", 0)
+    with open(out / "config.json") as handle:
+        record = json.load(handle)
+    named = {c["choice"]: c for c in record["choices"]}
+    expected = {"epochs", "warm-up epochs"} | {
+        "faster_rcnn": {"image size", "jitter", "random crop", "zoom out", "batch size"},
+        "rfcn": {"image size", "jitter", "random crop", "zoom out"},
+        "fast_rcnn": {"image size", "jitter", "batch size"},
+        "rcnn": set(),
+    }[detector]
+    assert expected <= set(named) and not {"batch size"} & set(named) - expected
+    for choice in record["choices"]:
+        assert choice["reason"]
+        if choice["choice"] != "epochs re-planned":  # written at the end, into config.json only
+            assert f"  {choice['choice']}: {choice['value']} — {choice['reason']}" in stdout
+    arguments = record["arguments"]
+    if detector == "rfcn":
+        assert arguments["batch_size"] == 2 and "batch_size" in arguments["given"]
+    if detector == "rcnn":
+        assert "50% of" in named["epochs"]["reason"]  # the SVM and regressor stages get the rest
+    else:
+        assert arguments["image_min_size"] == 256 and arguments["jitter"] is True
+    with open(out / "history.csv") as handle:
+        rows = handle.read().splitlines()[1:]
+    # config.json says how many epochs the run ended with: as many as history.csv holds, and the
+    # backup of an unfinished run is gone (the same command again has nothing to do).
+    assert arguments["epochs"] == record["epochs_done"] == len(rows) >= 1
+    assert not os.path.exists(out / "backup")
+    used = record["time_budget"]
+    epoch = max([r["epoch_seconds"] for r in used["replans"]] + [named["epochs"]["epoch_seconds"]])
+    assert used["seconds"] == BUDGET_SECONDS
+    if detector != "rcnn":  # R-CNN's SVMs run after its epochs, untimed in advance
+        assert used["used_seconds"] <= BUDGET_SECONDS + 1.5 * epoch + 2
+    assert "nothing to do" in _train("--output-dir", out, "--resume")
