@@ -25,9 +25,9 @@ batches, timed):
 - **validation every** so many epochs that it runs about ten times.
 
 While training, :class:`TimeBudget` times each epoch (validation and checkpoints included) and
-moves the last epoch earlier when the epochs are slower than the steps said, the learning-rate
-curve and the run's progress file with it, so that the run ends inside the budget with its
-learning rate decayed.
+moves the last epoch when the epochs are slower (or faster) than the steps said, the
+learning-rate curve and the run's progress file with it, so that the run ends inside the budget
+with its learning rate decayed.
 
 A choice is a dict ``{"choice", "value", "reason"}`` (more keys where measured); the list is
 printed before training and stored in ``config.json`` under ``choices``.
@@ -48,6 +48,7 @@ from rcnn_zoo.utils import flat_numbers
 
 __all__ = [
     "BATCH_CANDIDATES",
+    "HEADROOM",
     "RECIPE_FIELDS",
     "StepTimer",
     "TimeBudget",
@@ -68,6 +69,7 @@ WARMUP_STEPS, MEASURED_STEPS = 2, 6  # per candidate batch size: untimed, then t
 MEASURING_SHARE = 0.02  # of the budget, at most, per candidate batch size
 RESERVE_SHARE = 0.03  # of the budget, kept for the last checkpoint and plot
 VALIDATIONS = 10  # about this many validations in a run
+HEADROOM = 1.5  # a run may grow to this many times its planned epochs (TimeBudget)
 # The TrainConfig fields the recipe may set.
 RECIPE_FIELDS = ("image_min_size", "image_max_size", "jitter", "random_crop", "zoom_out", "batch_size", "epochs",
                  "warmup_epochs", "val_every")
@@ -302,7 +304,9 @@ def plan_schedule(config, workload, started, budget):
         share = f"{workload.share:.0%} of " if workload.share < 1 else ""
         choices.append(_choice("epochs", epochs, f"{share}{left / 60:.1f} min left of the {budget / 60:g} min budget "
                                                  f"(minus {RESERVE_SHARE:.0%} for the last save); an epoch of "
-                                                 f"{steps} steps takes {epoch_seconds:.1f} s measured",
+                                                 f"{steps} steps takes {epoch_seconds:.1f} s measured; the "
+                                                 f"end follows the epochs' own times (up to "
+                                                 f"{math.ceil(HEADROOM * epochs)} epochs)",
                                epoch_seconds=round(epoch_seconds, 2)))
     if "warmup_epochs" not in given:
         warmup = min(max(0.02 * epochs * steps, 50) / steps, 0.1 * epochs)
@@ -320,16 +324,22 @@ def format_choices(choices, head):
 
 class TimeBudget(keras.callbacks.Callback):
     """Ends the run inside ``budget`` seconds after ``started`` (``time.time()``): after each epoch
-    the epochs still to come are re-planned from the measured wall time of this run's epochs
-    (validation and checkpoints included); when fewer fit than planned, the last epoch moves
-    earlier, and with it the end of ``schedule``'s cosine curve and ``progress``'s count (a
+    the epochs that fit are re-planned from the measured wall time of this run's epochs
+    (validation and checkpoints included, which a few measured steps do not show), and the last
+    epoch moves, and with it the end of ``schedule``'s cosine curve and ``progress``'s count (a
     :class:`~rcnn_zoo.training.run_folder.RunProgress`), so that the run finishes as complete,
-    its learning rate decayed. ``epochs``: the planned total. Never adds epochs. ``clock``: the
-    wall clock (``time.time``)."""
+    its learning rate decayed.
 
-    def __init__(self, started, budget, epochs, schedule=None, progress=None, verbose=1, clock=time.time):
+    ``epochs``: the planned total; ``limit``: the most it may grow to (the ``epochs`` that
+    ``fit`` is given, :data:`HEADROOM` times the plan). The end moves earlier whenever fewer
+    epochs fit, later only during the first half of the run (a late move would raise a learning
+    rate already decayed). ``clock``: the wall clock (``time.time``)."""
+
+    def __init__(self, started, budget, epochs, limit=None, schedule=None, progress=None, verbose=1,
+                 clock=time.time):
         super().__init__()
         self.started, self.budget, self.epochs = float(started), float(budget), int(epochs)
+        self.limit = max(int(limit if limit is not None else epochs), self.epochs)
         self.schedule, self.progress, self.verbose, self.clock = schedule, progress, verbose, clock
         self.replans = []
         self._said = self.epochs  # the end last printed
@@ -344,13 +354,15 @@ class TimeBudget(keras.callbacks.Callback):
         fits = epoch + 1 + int(max(self.started + self.budget - now, 0.0) / per_epoch)
         if fits < self.epochs:
             self._move_end(max(fits, epoch + 1), per_epoch, epoch)
+        elif fits > self.epochs and self.epochs < self.limit and epoch + 1 <= self.epochs / 2:
+            self._move_end(min(fits, self.limit), per_epoch, epoch)
         if epoch + 1 >= self.epochs:
             self.model.stop_training = True
 
     def _move_end(self, epochs, per_epoch, epoch):
         # Said when the end has moved by 5 % since it was last said (it may move by one epoch
-        # at a time as the epochs slow down); every move is in ``replans``.
-        say = self.verbose and epochs <= 0.95 * self._said
+        # at a time as the epoch times settle); every move is in ``replans``.
+        say = self.verbose and abs(epochs - self._said) >= 0.05 * self._said
         if say:
             self._said = epochs
         self.replans.append({"after_epoch": epoch + 1, "epochs": epochs, "epoch_seconds": round(per_epoch, 2)})

@@ -59,7 +59,8 @@ def train_rcnn_stages(model, regions, config, paths, initial_epoch=0, callbacks=
     say = print if config.verbose else (lambda *args, **kwargs: None)
     say(f"R-CNN stage 1 of 3: fine-tuning the CNN on {len(regions)} regions, epochs {initial_epoch + 1}–"
         f"{config.epochs}, {steps} batch(es) of {region_batch} warped regions each", flush=True)
-    model.fine_tune(data, epochs=config.epochs, initial_epoch=initial_epoch, optimizer=build_optimizer(config),
+    epochs = budget.limit if budget is not None else config.epochs  # the budget stops the stage at its end
+    model.fine_tune(data, epochs=epochs, initial_epoch=initial_epoch, optimizer=build_optimizer(config),
                     callbacks=stage_callbacks, verbose=config.verbose)
     say("R-CNN stage 2 of 3: a linear SVM per class on fc7 features, hard negative mining", flush=True)
     model.train_svms(regions, seed=config.seed)

@@ -25,6 +25,7 @@ from rcnn_zoo.evaluation import MeanAveragePrecisionCallback, evaluation_batches
 from rcnn_zoo.inference import load_model
 from rcnn_zoo.models.registry import detector_name
 from rcnn_zoo.training.budget import (
+    HEADROOM,
     MEASURED_STEPS,
     RECIPE_FIELDS,
     WARMUP_STEPS,
@@ -201,7 +202,8 @@ def _start_model(config, paths, train_set, interrupted_at, finished_before):
     choices = []
     if config.time_budget:
         config, choices = choose_data_recipe(config, train_set, _build(config, train_set, fitted=False)[0])
-        print(format_choices(choices, "Recipe for this data (--time-budget; the options given stay):"))
+        if choices:
+            print(format_choices(choices, "Recipe for this data (--time-budget; the options given stay):"))
     model, fit = _build(config, train_set)
     if fit is not None:
         print(format_anchor_fit(fit))
@@ -234,11 +236,13 @@ def _plan_budget(model, config, train_set, val_set, own, started, choices):
     else:
         workload = _fit_workload(model, config, train_set, val_set, own)
     config, schedule, deadline = plan_schedule(config, workload, started, seconds)
-    print(format_choices(schedule, f"Schedule for the {config.time_budget} budget, from step times measured now:"))
+    if schedule:
+        print(format_choices(schedule, f"Schedule for the {config.time_budget} budget, from step times measured now:"))
     choices += schedule
     if not any(c["choice"] == "epochs" for c in schedule):
         return config, None
-    return config, TimeBudget(started, deadline, config.epochs, verbose=config.verbose)
+    return config, TimeBudget(started, deadline, config.epochs, limit=math.ceil(HEADROOM * config.epochs),
+                              verbose=config.verbose)
 
 
 def _fit_workload(model, config, train_set, val_set, own):
@@ -318,7 +322,8 @@ def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, c
         chief = is_chief(strategy)
         callbacks = [ReplicaLocalEvaluation(c, chief) if isinstance(c, MeanAveragePrecisionCallback) else c
                      for c in callbacks]
-    return lambda: model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+    epochs = budget.limit if budget is not None else config.epochs  # the budget stops the run at its end
+    return lambda: model.fit(batches, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                              verbose=config.verbose)
 
 

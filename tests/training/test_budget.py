@@ -214,33 +214,46 @@ class _Model:
     stop_training = False
 
 
-def test_slow_epochs_move_the_end_of_the_run_and_its_curves():
-    """Budget 100 s from t = 0, 10 epochs planned; fit starts at t = 0 and epochs take 20 s: after
-    the first, 1 + int(80 / 20) = 5 epochs fit; the schedule and the progress file follow, and
-    the run stops after epoch 5 (at t = 100). Never more epochs than planned."""
-    clock = _Clock()
-
-    class Curve:
-        epochs = 10.0
-
-    schedule, progress = Curve(), Curve()
-    callback = TimeBudget(0.0, 100.0, 10, schedule, progress, verbose=0, clock=clock)
+def _timed_epochs(callback, clock, seconds):
+    """Run ``callback`` over epochs of ``seconds`` each (a list) from t = 0; the epochs done."""
+    clock.now = 0.0
     callback.set_model(_Model())
     callback.on_train_begin()
-    for epoch in range(5):
-        clock.now += 20.0
+    for epoch, duration in enumerate(seconds):
+        clock.now += duration
         callback.on_epoch_end(epoch)
-        assert callback.model.stop_training == (epoch == 4)
+        if callback.model.stop_training:
+            return epoch + 1
+    return len(seconds)
+
+
+class _Curve:
+    epochs = 10.0
+
+
+def test_slow_epochs_move_the_end_of_the_run_and_its_curves():
+    """Budget 100 s from t = 0, 10 epochs planned; epochs take 20 s: after the first, 1 +
+    int(80 / 20) = 5 epochs fit; the schedule and the progress file follow, and the run stops
+    after epoch 5 (at t = 100)."""
+    clock, schedule, progress = _Clock(), _Curve(), _Curve()
+    callback = TimeBudget(0.0, 100.0, 10, schedule=schedule, progress=progress, verbose=0, clock=clock)
+    assert _timed_epochs(callback, clock, [20.0] * 10) == 5
     assert (callback.epochs, schedule.epochs, progress.epochs) == (5, 5.0, 5)
     assert callback.replans[0] == {"after_epoch": 1, "epochs": 5, "epoch_seconds": 20.0}
 
-    clock.now = 0.0
-    fast = TimeBudget(0.0, 100.0, 3, verbose=0, clock=clock)
-    fast.set_model(_Model())
-    fast.on_train_begin()
-    clock.now = 1.0
-    fast.on_epoch_end(0)
-    assert fast.epochs == 3 and not fast.replans
+
+def test_fast_epochs_move_the_end_later_only_in_the_first_half_and_up_to_the_limit():
+    """4 epochs planned, limit 6, budget 100 s, 10 s epochs: after the first, 1 + int(90 / 10) =
+    10 fit; the end moves to the limit, 6. Planned 10 (limit 15), six epochs of 9.5 s (after the
+    sixth, 6 + int(43 / 9.5) = 10 fit: no move), then 1 s epochs: after the seventh, 7 +
+    int(42 / (58 / 7)) = 12 fit, but the run is past its half: it still ends after epoch 10."""
+    clock, schedule = _Clock(), _Curve()
+    callback = TimeBudget(0.0, 100.0, 4, limit=6, schedule=schedule, verbose=0, clock=clock)
+    assert _timed_epochs(callback, clock, [10.0] * 10) == 6 and schedule.epochs == 6.0
+    late = TimeBudget(0.0, 100.0, 10, limit=15, verbose=0, clock=clock)
+    assert _timed_epochs(late, clock, [9.5] * 6 + [1.0] * 10) == 10 and not late.replans
+    fixed = TimeBudget(0.0, 100.0, 3, verbose=0, clock=clock)
+    assert _timed_epochs(fixed, clock, [1.0] * 5) == 3 and not fixed.replans  # no limit: never more
 
 
 # ------------------------------------------------------------------------ the command itself
