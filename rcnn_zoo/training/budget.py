@@ -130,7 +130,7 @@ def choose_image_sizes(dataset, default_min, default_max, smallest_anchor):
                   f"size, not below the smallest anchor ({smallest_anchor:g} px)")
         return default_min, default_max, _choice("image size", [default_min, default_max], reason)
     ceiling = min(LARGEST_CHOSEN_MIN_SIZE, max(default_min, int(short)))
-    wanted = 32 * math.ceil(default_min * smallest_anchor / small / 32)
+    wanted = 32 * math.ceil(default_min * smallest_anchor / max(small, 0.5) / 32)  # a sub-pixel box wants the most
     min_size = max(default_min, min(wanted, ceiling))
     max_size = round(min_size * default_max / default_min)
     if min_size >= short:  # at the originals' resolution: keep their longer side too

@@ -96,6 +96,8 @@ def test_the_size_is_capped_for_huge_photos_and_kept_for_large_objects(tmp_path)
     huge = _squares(tmp_path, (3000, 4000), 20)  # 1.7 px at 256: would need 4800 px
     min_size, max_size, choice = choose_image_sizes(huge, 256, 416, 32)
     assert (min_size, max_size) == (800, 1300) and "capped at 800 px" in choice["reason"]
+    degenerate = _squares(tmp_path, (480, 640), 0)  # zero-area boxes (the readers drop them; records may not)
+    assert choose_image_sizes(degenerate, 256, 416, 32)[:2] == (480, 780)
     large = _squares(tmp_path, (480, 640), 200)
     assert choose_image_sizes(large, 256, 416, 32)[:2] == (256, 416)
 
