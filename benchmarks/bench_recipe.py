@@ -2,7 +2,7 @@
 ``rcnn-zoo train --data DIR --time-budget 20m`` (from scratch, the recipe choosing everything
 else), then ``rcnn-zoo evaluate`` of its ``last.keras`` on the test split.
 
-    python benchmarks/bench_recipe.py [--budget 20m] [--detector faster_rcnn]
+    python benchmarks/bench_recipe.py [--budget 20m] [--detector faster_rcnn] [--backbone tiny]
         [--data raccoon=../shared/datasets/raccoon small_raccoons=/tmp/rz/small_raccoons]
         [--runs /tmp/rz/recipe] [--output benchmarks/results/recipe.json]
 
@@ -51,8 +51,9 @@ def run_dataset(name, path, args):
     out = os.path.join(args.runs, name)
     if os.path.exists(os.path.join(out, "last.keras")):
         raise SystemExit(f"{out} holds an earlier run: remove it (the benchmark trains from scratch)")
-    cli("train", "--data", path, "--detector", args.detector, "--time-budget", args.budget, "--output-dir", out,
-        "--verbose", 2)
+    backbone = ("--backbone", args.backbone) if args.backbone else ()
+    cli("train", "--data", path, "--detector", args.detector, *backbone, "--time-budget", args.budget,
+        "--output-dir", out, "--verbose", 2)
     scores = os.path.join(out, "test_scores.json")
     cli("evaluate", "--model", os.path.join(out, "last.keras"), "--data", path, "--split", "test",
         "--metric", "voc", "coco", "--output", scores, "--verbose", 0)
@@ -61,7 +62,8 @@ def run_dataset(name, path, args):
     with open(scores, encoding="utf-8") as handle:
         evaluation = json.load(handle)
     return {
-        "dataset": name, "path": path, "train_images": record["num_train_images"],
+        "dataset": name, "path": path, "backbone": record["arguments"].get("backbone"),
+        "train_images": record["num_train_images"],
         "classes": record["class_names"], "recipe": recipe_summary(record["choices"]),
         "choices": record["choices"], "time_budget": record.get("time_budget"),
         "minutes": round(record["time_budget"]["used_seconds"] / 60, 1) if record.get("time_budget") else None,
@@ -79,6 +81,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="20m")
     parser.add_argument("--detector", default="faster_rcnn")
+    parser.add_argument("--backbone", default=None, help="given to rcnn-zoo train (default: its own)")
     parser.add_argument("--data", nargs="+", default=list(DEFAULT_DATA), metavar="NAME=DIR")
     parser.add_argument("--runs", default="/tmp/rz/recipe")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "recipe.json"))
@@ -87,6 +90,7 @@ def main(argv=None):
     print_table(rows)
     result = {"benchmark": "rcnn-zoo train --data DIR --time-budget B, from scratch; last.keras on the test split",
               "date": datetime.date.today().isoformat(), "budget": args.budget, "detector": args.detector,
+              "backbone": args.backbone,
               "machine": f"{os.cpu_count()} CPU cores", "rows": rows}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:

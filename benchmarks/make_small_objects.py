@@ -40,64 +40,82 @@ def background_strip(record):
     return max(strips, key=lambda s: (s[2] - s[0]) * (s[3] - s[1]), default=None)
 
 
-def scene_background(photo, strip, rng):
-    """A 640×480 crop of ``strip`` of ``photo`` at 4:3 (the largest that fits, at a random place)."""
+def scene_background(photo, strip, rng, scene=SCENE):
+    """A crop of ``strip`` of ``photo`` at the aspect of ``scene`` (width, height; the largest
+    crop that fits, at a random place), resized to ``scene``."""
     x1, y1, x2, y2 = strip
     width, height = x2 - x1, y2 - y1
-    crop_w = min(width, int(height * SCENE[0] / SCENE[1]))
-    crop_h = int(crop_w * SCENE[1] / SCENE[0])
+    crop_w = min(width, int(height * scene[0] / scene[1]))
+    crop_h = int(crop_w * scene[1] / scene[0])
     left = x1 + int(rng.integers(0, width - crop_w + 1))
     top = y1 + int(rng.integers(0, height - crop_h + 1))
-    return photo.crop((left, top, left + crop_w, top + crop_h)).resize(SCENE, Image.BILINEAR)
+    return photo.crop((left, top, left + crop_w, top + crop_h)).resize(scene, Image.BILINEAR)
 
 
-def paste_objects(scene, crops, rng):
-    """Paste random ``crops`` onto ``scene`` (in place), none overlapping another (2 px apart);
-    returns their boxes ``[n, 4]`` xyxy in continuous pixels."""
-    boxes = []
-    for _ in range(int(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1))):
-        crop = crops[int(rng.integers(len(crops)))]
-        side = float(rng.uniform(*OBJECT_SIDES))
+def paste_objects(scene, crops, rng, sides=OBJECT_SIDES, counts=OBJECTS_PER_SCENE, flip=True, prepare=None):
+    """Paste random ``crops`` (``(class name, PIL image)``; RGBA ones through their alpha) onto
+    ``scene`` (in place), longer side drawn from ``sides`` px, ``counts`` of them, none
+    overlapping another (2 px apart); ``prepare(piece, rng)``: a last change of each resized
+    piece. Returns their boxes ``[n, 4]`` xyxy in continuous pixels and their class names."""
+    boxes, names = [], []
+    for _ in range(int(rng.integers(counts[0], counts[1] + 1))):
+        name, crop = crops[int(rng.integers(len(crops)))]
+        side = float(rng.uniform(*sides))
         scale = side / max(crop.size)
         size = (max(4, round(crop.size[0] * scale)), max(4, round(crop.size[1] * scale)))
         piece = crop.resize(size, Image.LANCZOS)
-        if rng.random() < 0.5:
+        if flip and rng.random() < 0.5:
             piece = piece.transpose(Image.FLIP_LEFT_RIGHT)
+        if prepare is not None:
+            piece = prepare(piece, rng)
         for _attempt in range(30):
-            x, y = int(rng.integers(0, SCENE[0] - size[0])), int(rng.integers(0, SCENE[1] - size[1]))
+            x, y = int(rng.integers(0, scene.size[0] - size[0])), int(rng.integers(0, scene.size[1] - size[1]))
             box = (x, y, x + size[0], y + size[1])
             if all(box[0] > b[2] + 2 or box[2] + 2 < b[0] or box[1] > b[3] + 2 or box[3] + 2 < b[1] for b in boxes):
-                scene.paste(piece, (x, y))
+                scene.paste(piece, (x, y), piece if piece.mode == "RGBA" else None)
                 boxes.append(box)
+                names.append(name)
                 break
-    return np.array(boxes, np.float32).reshape(-1, 4)
+    return np.array(boxes, np.float32).reshape(-1, 4), names
 
 
-def voc_xml(stem, boxes):
+def voc_xml(stem, boxes, names, scene=SCENE):
     """The VOC annotation of scene ``stem`` (corners as 1-based inclusive pixel indices)."""
     objects = "".join(
-        f"<object><name>raccoon</name><difficult>0</difficult><bndbox><xmin>{int(b[0]) + 1}</xmin>"
+        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{int(b[0]) + 1}</xmin>"
         f"<ymin>{int(b[1]) + 1}</ymin><xmax>{int(b[2])}</xmax><ymax>{int(b[3])}</ymax></bndbox></object>"
-        for b in boxes)
-    return (f"<annotation><filename>{stem}.jpg</filename><size><width>{SCENE[0]}</width>"
-            f"<height>{SCENE[1]}</height><depth>3</depth></size>{objects}</annotation>\n")
+        for b, name in zip(boxes, names))
+    return (f"<annotation><filename>{stem}.jpg</filename><size><width>{scene[0]}</width>"
+            f"<height>{scene[1]}</height><depth>3</depth></size>{objects}</annotation>\n")
+
+
+def background_strips(dataset):
+    """``[(photo, strip)]``: each photo of ``dataset`` with its largest raccoon-free strip."""
+    photos = [Image.open(r.image_path).convert("RGB") for r in dataset.records]
+    strips = [(photo, background_strip(r)) for photo, r in zip(photos, dataset.records)]
+    return [(photo, strip) for photo, strip in strips if strip is not None]
+
+
+def write_scene(output, stem, scene, boxes, names, quality=92):
+    """``images/STEM.jpg`` and ``annotations/STEM.xml`` of one scene in ``output``."""
+    scene.save(os.path.join(output, "images", f"{stem}.jpg"), quality=quality)
+    with open(os.path.join(output, "annotations", f"{stem}.xml"), "w", encoding="utf-8") as handle:
+        handle.write(voc_xml(stem, boxes, names, scene.size))
 
 
 def make_split(dataset, count, prefix, output, rng):
     """``count`` scenes from ``dataset``'s photos written into ``output``; returns their stems."""
     photos = [Image.open(r.image_path).convert("RGB") for r in dataset.records]
-    crops = [photo.crop(tuple(int(v) for v in box)) for photo, r in zip(photos, dataset.records) for box in r.boxes]
-    strips = [(photo, background_strip(r)) for photo, r in zip(photos, dataset.records)]
-    strips = [(photo, strip) for photo, strip in strips if strip is not None]
+    crops = [("raccoon", photo.crop(tuple(int(v) for v in box)))
+             for photo, r in zip(photos, dataset.records) for box in r.boxes]
+    strips = background_strips(dataset)
     stems = []
     for index in range(count):
         photo, strip = strips[int(rng.integers(len(strips)))]
         scene = scene_background(photo, strip, rng)
-        boxes = paste_objects(scene, crops, rng)
+        boxes, names = paste_objects(scene, crops, rng)
         stem = f"{prefix}{index:04d}"
-        scene.save(os.path.join(output, "images", f"{stem}.jpg"), quality=92)
-        with open(os.path.join(output, "annotations", f"{stem}.xml"), "w", encoding="utf-8") as handle:
-            handle.write(voc_xml(stem, boxes))
+        write_scene(output, stem, scene, boxes, names)
         stems.append(stem)
     return stems
 

@@ -8,7 +8,7 @@ from rcnn_zoo.backbones.base import Backbone, check_weights_argument
 from rcnn_zoo.backbones.fpn import add_fpn
 from rcnn_zoo.backbones.mobilenet import build_mobilenet_v3_large_fpn
 from rcnn_zoo.backbones.resnet import build_resnet_c4, copy_imagenet_weights, resnet_trunk
-from rcnn_zoo.backbones.tiny import build_tiny
+from rcnn_zoo.backbones.tiny import build_tiny, build_tiny_fpn
 from rcnn_zoo.backbones.vgg import build_vgg16
 
 
@@ -86,6 +86,7 @@ BACKBONES = {
     "resnet50_fpn_v2": build_resnet50_fpn_v2,
     "mobilenet_v3_large_fpn": build_mobilenet_v3_large_fpn,
     "tiny": build_tiny,
+    "tiny_fpn": build_tiny_fpn,
 }
 
 

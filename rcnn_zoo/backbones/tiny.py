@@ -1,23 +1,41 @@
-"""A small fast backbone for tests and CPU training from scratch.
+"""Small fast backbones for tests and CPU training from scratch.
 
-Six 3×3 conv + batch norm + ReLU blocks, stride 8, 64 output channels, about 60 M multiply-adds
-for a 128×128 image (receptive field 55 px; the RPN's 3×3 conv takes it to 71 px). Batch norm
-trains here (it is not frozen as for ImageNet trunks): from scratch it is what lets such a net
-learn quickly.
+``tiny``: six 3×3 conv + batch norm + ReLU blocks, stride 8, 64 output channels, about 60 M
+multiply-adds for a 128×128 image (receptive field 55 px; the RPN's 3×3 conv takes it to 71 px).
+Batch norm trains here (it is not frozen as for ImageNet trunks): from scratch it is what lets
+such a net learn quickly.
+
+``tiny_fpn``: the same six blocks with group norm (Wu & He 2018: its statistics are per image,
+so they do not depend on the batch of 2–4 photos a CPU trains on) and a seventh block to stride
+16, under a 64-channel FPN (Lin et al. 2017): P2 (stride 4), P3, P4 and P5 = max-pool of P4 for
+the RPN, one anchor size per level; RoIs pooled from P2–P4 by size. Small objects get the
+stride-4 map for their proposals and their RoIAlign.
 """
 
 import keras
 from keras import layers
 
 from rcnn_zoo.backbones.base import Backbone
+from rcnn_zoo.backbones.fpn import add_fpn
 
 # (filters, stride) per block: stride 2 early keeps the full-resolution cost low.
 TINY_BLOCKS = ((16, 2), (32, 2), (32, 1), (64, 2), (64, 1), (64, 1))
+# tiny_fpn: TINY_BLOCKS and one block to stride 16; the FPN reads the last block of each stride.
+TINY_FPN_BLOCKS = TINY_BLOCKS + ((128, 2),)
+TINY_FPN_CHANNELS = 64
+# Group norm groups (Wu & He 2018 use 32 groups of ResNet's 64+ channels; 8 keeps at least
+# two channels per group on the 16-channel first block).
+GROUP_NORM_GROUPS = 8
 
 
-def _block(x, filters, stride, name):
+def _block(x, filters, stride, name, norm="batch"):
+    """3×3 conv (no bias) → batch or group norm → ReLU; layers ``{name}_conv``, ``{name}_bn`` or
+    ``{name}_gn``, ``{name}_relu``."""
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if norm == "group":
+        x = layers.GroupNormalization(GROUP_NORM_GROUPS, epsilon=1e-5, name=f"{name}_gn")(x)
+    else:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -44,6 +62,56 @@ def build_tiny(weights=None, blocks=TINY_BLOCKS):
             "roi_sampling_ratio": 2,
             "roi_head_dim": 128,
             "rpn_head_channels": 64,
+            "anchor_sizes": ((16, 32, 64),),
+            "anchor_aspect_ratios": (0.5, 1.0, 2.0),
+            "anchor_style": "torchvision",
+            "image_min_size": None,
+            "image_max_size": None,
+            "rpn_pre_nms_top_n_train": 600,
+            "rpn_post_nms_top_n_train": 300,
+            "rpn_pre_nms_top_n_test": 300,
+            "rpn_post_nms_top_n_test": 100,
+            "rpn_min_size": 0.0,
+            "roi_batch_size_per_image": 64,
+        },
+    )
+
+
+def tiny_fpn_trunk(blocks=TINY_FPN_BLOCKS, norm="group"):
+    """Images ``[B,H,W,3]`` → ``{"C2": [B,H/4,W/4,32], "C3": [B,H/8,W/8,64],
+    "C4": [B,H/16,W/16,128]}``: the output of the last block of each stride ≥ 4."""
+    images = keras.Input((None, None, 3), name="images")
+    x, stride, outputs = images, 1, {}
+    for index, (filters, block_stride) in enumerate(blocks):
+        x = _block(x, filters, block_stride, f"tiny{index + 1}", norm)
+        stride *= block_stride
+        if stride >= 4:
+            outputs[f"C{stride.bit_length() - 1}"] = x  # later blocks of a stride overwrite
+    return keras.Model(images, outputs, name="tiny_fpn_trunk")
+
+
+def build_tiny_fpn(weights=None):
+    """Images ``[B,H,W,3]`` → ``{"P2": [B,H/4,W/4,64], "P3", "P4", "P5": [B,H/32,W/32,64]}``."""
+    if weights is not None:
+        raise ValueError("backbone 'tiny_fpn' has no pretrained weights; use backbone_weights=None")
+    trunk = tiny_fpn_trunk()
+    model = add_fpn(trunk, ["C2", "C3", "C4"], TINY_FPN_CHANNELS, extra_pool=False)
+    return Backbone(
+        model=model,
+        feature_names=("P2", "P3", "P4"),
+        strides=(4, 8, 16),
+        channels=(TINY_FPN_CHANNELS,) * 3,
+        rpn_feature_names=("P3",),
+        preprocessing="unit",
+        roi_head="fc",
+        defaults={
+            "roi_pooling": "align",
+            "roi_pool_size": 7,
+            "roi_sampling_ratio": 2,
+            "roi_head_dim": 128,
+            "roi_levels": ("P2", "P3", "P4"),
+            "rpn_head_channels": TINY_FPN_CHANNELS,
+            # One size per level, three ratios: tiny's 16–64 px on 128-px pictures, and a level above.
             "anchor_sizes": ((16, 32, 64),),
             "anchor_aspect_ratios": (0.5, 1.0, 2.0),
             "anchor_style": "torchvision",

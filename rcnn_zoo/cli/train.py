@@ -78,10 +78,11 @@ def add_model_options(group, defaults):
     trains = "; ".join(f"{name}: {DETECTOR_TRAINING[name]}" for name in DETECTORS).replace("%", "%%")
     group.add_argument("--detector", default=defaults.detector, metavar="NAME",
                        help=f"one of {', '.join(DETECTORS)}. How each trains: {trains}")
-    from_backbones = "vgg16, resnet50, resnet101, resnet50_fpn, mobilenet_v3_large_fpn, tiny"
+    from_backbones = "vgg16, resnet50, resnet101, resnet50_fpn, mobilenet_v3_large_fpn, tiny, tiny_fpn"
     group.add_argument("--backbone", default=defaults.backbone,
-                       help=f"one of {from_backbones}; without network only 'tiny' is practical on a CPU "
-                       "(the others are large to train from scratch)")
+                       help=f"one of {from_backbones}; without network only 'tiny' and 'tiny_fpn' (group "
+                       "norm, a stride-4 level for the RoIs of small objects; about 1.6x tiny's step time) "
+                       "are practical on a CPU (the others are large to train from scratch)")
     group.add_argument("--image-min-size", type=int, default=None,
                        help="resize so the shorter side is this (default: the backbone's; tiny: "
                        f"{CLI_IMAGE_SIZES['tiny'][0]})")
@@ -89,8 +90,8 @@ def add_model_options(group, defaults):
                        help="... unless the longer side would exceed this (default: the backbone's; tiny: "
                        f"{CLI_IMAGE_SIZES['tiny'][1]})")
     group.add_argument("--anchor-sizes", nargs="+", action=NumbersOrAuto, default=None, metavar="PX",
-                       help="anchor sizes in pixels of the resized image (single-level backbones: all "
-                       "on one level; FPN: one per level), or auto: fitted to the training boxes for "
+                       help="anchor sizes in pixels of the resized image (single-level RPN, tiny_fpn's "
+                       "too: all on one level; FPN: one per level), or auto: fitted to the training boxes for "
                        "the highest anchor recall (see rcnn-zoo analyze), same count (default: the "
                        f"backbone's; tiny: {' '.join(map(str, CLI_ANCHOR_SIZES['tiny']))})")
     group.add_argument("--aspect-ratios", nargs="+", action=NumbersOrAuto, default=None, metavar="H/W",

@@ -70,13 +70,21 @@ def fit_batches(model, dataset, config, cache_dir=None):
     Fast R-CNN's carry their proposals (:func:`proposal_training_dataset`)."""
     if detector_name(model) == "fast_rcnn":
         batches = proposal_training_dataset(model, dataset, config, cache_dir)
-        return batches, math.ceil(len(dataset) / config.batch_size)
-    batches = training_dataset(
-        dataset, config.batch_size, getattr(model, "image_min_size", None), getattr(model, "image_max_size", None),
-        flip=config.flip, jitter=config.jitter, crop=config.random_crop, crop_min_scale=config.crop_min_scale,
-        zoom_out=config.zoom_out, seed=config.seed,
-    )
-    return batches, steps_per_epoch(dataset, config.batch_size)
+    else:
+        batches = training_dataset(
+            dataset, config.batch_size, getattr(model, "image_min_size", None), getattr(model, "image_max_size", None),
+            flip=config.flip, jitter=config.jitter, crop=config.random_crop, crop_min_scale=config.crop_min_scale,
+            zoom_out=config.zoom_out, seed=config.seed,
+        )
+    return batches, fit_steps(model, dataset, config.batch_size)
+
+
+def fit_steps(model, dataset, batch_size):
+    """Steps per epoch of :func:`fit_batches` at ``batch_size``, without building them: Fast
+    R-CNN's proposal batches mix orientations, the others batch each orientation apart."""
+    if detector_name(model) == "fast_rcnn":
+        return math.ceil(len(dataset) / batch_size)
+    return steps_per_epoch(dataset, batch_size)
 
 
 def full_batch_count(model, dataset, batch_size):

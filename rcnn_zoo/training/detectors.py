@@ -28,8 +28,11 @@ __all__ = [
 # Backbones whose own default is "keep the input size" (tiny: made for 128-px test pictures) get
 # these image sizes and anchors from the CLI instead: photos need resizing, and anchors that match
 # the objects of photos resized so.
-CLI_IMAGE_SIZES = {"tiny": (256, 416)}
-CLI_ANCHOR_SIZES = {"tiny": (32, 64, 128, 256)}
+CLI_IMAGE_SIZES = {"tiny": (256, 416), "tiny_fpn": (256, 416)}
+CLI_ANCHOR_SIZES = {"tiny": (32, 64, 128, 256), "tiny_fpn": (32, 64, 128, 256)}
+
+# Backbones whose RPN reads several feature maps: --anchor-sizes gives one size per map.
+MULTI_LEVEL_RPN = ("resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn")
 
 # The name of each detector in messages, and how `rcnn-zoo train` trains it (its --help).
 DETECTOR_TITLES = {"faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN", "fast_rcnn": "Fast R-CNN", "rcnn": "R-CNN"}
@@ -92,9 +95,10 @@ def no_anchors_message(name):
 
 def _per_level(backbone, anchor_sizes):
     """A flat list of anchor sizes (pixels) as the detectors take them, one tuple per feature
-    level: all on the one level of a single-level backbone, one per level of an FPN."""
+    level: one per level when the backbone's RPN reads several (:data:`MULTI_LEVEL_RPN`), else
+    all on its one level (tiny_fpn's RPN reads P3 only)."""
     sizes = [float(s) for s in anchor_sizes]
-    return tuple((s,) for s in sizes) if backbone.endswith("_fpn") else (tuple(sizes),)
+    return tuple((s,) for s in sizes) if backbone in MULTI_LEVEL_RPN else (tuple(sizes),)
 
 
 def build_detector(num_classes, class_names, backbone="tiny", image_min_size=None,

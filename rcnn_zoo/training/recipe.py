@@ -51,6 +51,7 @@ from rcnn_zoo.training.datasets import (
     class_summary,
     distributed_batches,
     fit_batches,
+    fit_steps,
     load_training_data,
     rcnn_regions,
 )
@@ -245,15 +246,18 @@ def _plan_budget(model, config, train_set, val_set, own, started, choices):
                               verbose=config.verbose)
 
 
+def _proposal_cache(own):
+    """The folder of the selective search proposals (cached once per image), beside last.keras."""
+    return os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)
+
+
 def _fit_workload(model, config, train_set, val_set, own):
     """The :class:`Workload` of a detector trained by one ``fit``: steps timed on its own batches."""
-    cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)
-
     def batches(batch):
-        return fit_batches(model, train_set, dataclasses.replace(config, batch_size=batch), cache)
+        return fit_batches(model, train_set, dataclasses.replace(config, batch_size=batch), _proposal_cache(own))[0]
 
-    return Workload(measure=lambda batch: fit_step_seconds(model, batches(batch)[0], 0.1 * config.lr),
-                    steps=lambda batch: batches(batch)[1], images=len(train_set),
+    return Workload(measure=lambda batch: fit_step_seconds(model, batches(batch), 0.1 * config.lr),
+                    steps=lambda batch: fit_steps(model, train_set, batch), images=len(train_set),
                     val_images=len(val_set) if val_set is not None else 0)
 
 
@@ -261,8 +265,7 @@ def _rcnn_workload(model, config, train_set, own):
     """R-CNN's :class:`Workload`: its fine-tuning steps (batches of 32 × batch warped regions),
     timed; they get :data:`RCNN_FINE_TUNE_SHARE` of the time left, the SVM and regressor stages the
     rest. The batch size stays (it sets the regions per step, not the throughput)."""
-    regions = rcnn_regions(model, train_set, os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER),
-                           config.verbose)
+    regions = rcnn_regions(model, train_set, _proposal_cache(own), config.verbose)
 
     def measure(batch):
         size = RCNN_REGIONS_PER_BATCH_IMAGE * batch
@@ -287,13 +290,6 @@ def _chosen_before(config):
     return dataclasses.replace(config, **chosen)
 
 
-def _batches_for(model, train_set, own):
-    """``config → (batches, steps)``: the batches :func:`fit_batches` makes for ``config`` (the
-    recipe measures step times on them)."""
-    cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)
-    return lambda config: fit_batches(model, train_set, config, cache)
-
-
 def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, callbacks, strategy=None,
                  budget=None):
     """Everything the training needs, computed now (selective search with its progress bar
@@ -301,7 +297,7 @@ def _prepare_run(model, config, paths, own, train_set, val_set, initial_epoch, c
     files (read), ``own``: where this process writes them (the same unless a non-chief
     worker); ``budget``: the :class:`TimeBudget` of a ``--time-budget`` run whose epochs were
     chosen (it ends them in time)."""
-    cache = os.path.join(os.path.dirname(own["last"]), PROPOSALS_FOLDER)  # selective search, once per image
+    cache = _proposal_cache(own)
     if detector_name(model) == "rcnn":
         regions = rcnn_regions(model, train_set, cache, config.verbose)
         val_batches = _proposal_validation_batches(model, val_set, cache, config.verbose)

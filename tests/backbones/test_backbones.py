@@ -37,6 +37,7 @@ def test_resnet_c4_runs_conv5_on_rois():
         ("resnet50_fpn", {}),
         ("mobilenet_v3_large_fpn", {}),
         ("tiny", {"roi_pooling": "pool"}),
+        ("tiny_fpn", {}),
     ],
 )
 def test_faster_rcnn_predicts_with_each_backbone(backbone, extra):
@@ -61,6 +62,38 @@ def test_fpn_uses_multi_level_roi_align_and_c4_uses_conv5():
     assert fpn.roi_heads.pooler.strides == (4, 8, 16, 32)
     c4 = rcnn_zoo.FasterRCNN(num_classes=2, backbone="resnet101")
     assert type(c4.roi_heads.box_head).__name__ == "Res5BoxHead"
+
+
+def test_tiny_fpn_normalises_each_image_alone_unlike_tiny():
+    """Group norm (Wu & He 2018) takes its statistics over each image's channel groups, so in
+    training an image's features do not depend on the other images of its batch; tiny's batch
+    norm mixes them (which is what makes batches of 2 noisy)."""
+    rng = np.random.default_rng(0)
+    first, other = rng.uniform(0, 1, (2, 1, *SIZE, 3)).astype("float32")
+    for name, alone_equals_batched in (("tiny_fpn", True), ("tiny", False)):
+        keras.utils.set_random_seed(0)
+        model = build_backbone(name).model
+        alone = model(first, training=True)
+        batched = model(np.concatenate([first, other]), training=True)
+        for level in alone:
+            same = np.allclose(alone[level][0], batched[level][0], atol=1e-5)
+            assert same == alone_equals_batched, (name, level)
+
+
+def test_tiny_fpn_proposes_on_p3_and_pools_small_rois_from_p2():
+    """The RPN reads P3 with every anchor size (the CLI's 32–256 px on one level, as tiny's);
+    RoIs are pooled from P2–P4 by their size (FPN eq. 1: under 112 px from the stride-4 P2)."""
+    from rcnn_zoo.heads import assign_fpn_levels
+    from rcnn_zoo.training.detectors import build_detector
+
+    model = build_detector(1, ["raccoon"], backbone="tiny_fpn")
+    assert model.rpn_feature_names == ("P3",) and model.roi_feature_names == ("P2", "P3", "P4")
+    assert model.roi_heads.pooler.strides == (4, 8, 16)
+    assert [tuple(s) for s in model.rpn.anchor_generator.sizes] == [(32.0, 64.0, 128.0, 256.0)]
+    assert (model.image_min_size, model.image_max_size) == (256, 416)
+    sides = np.array([20.0, 111.0, 112.0, 223.0, 224.0, 400.0], "float32")
+    boxes = np.stack([np.zeros_like(sides), np.zeros_like(sides), sides, sides], axis=1)
+    assert assign_fpn_levels(boxes, 2, 4).numpy().tolist() == [2, 2, 3, 3, 4, 4]
 
 
 def test_unknown_backbone_and_weights_are_refused():

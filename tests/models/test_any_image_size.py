@@ -22,7 +22,7 @@ from rcnn_zoo.export import export_saved_model
 SMALL = {"image_min_size": 64, "image_max_size": 96}
 # (height, width): landscape, portrait, odd, square, tiny
 SIZES = [(48, 64), (70, 41), (33, 57), (64, 64), (20, 30)]
-BACKBONES = ["resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn", "resnet50", "vgg16", "tiny"]
+BACKBONES = ["resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn", "resnet50", "vgg16", "tiny", "tiny_fpn"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, os.pardir, "export", "saved_model_runner.py")
 
