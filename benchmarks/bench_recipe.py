@@ -39,7 +39,7 @@ def recipe_summary(choices):
     named = {c["choice"]: c.get("value") for c in choices}
     size = named.get("image size")
     epochs = named.get("epochs re-planned", named.get("epochs"))
-    parts = [f"{size[0]}/{size[1]} px" if size else None,
+    parts = [named.get("backbone"), f"{size[0]}/{size[1]} px" if size else None,
              f"batch {named['batch size']}" if "batch size" in named else None,
              f"{epochs} epochs" if epochs else None,
              f"zoom-out {named['zoom out']:g}" if "zoom out" in named else None]

@@ -9,7 +9,9 @@ Before the model is built (:func:`choose_data_recipe`):
   never below the default;
 - **augmentation** (the raccoon recipe of the README): colour jitter and random crops for the
   detectors that train on augmented images, zoom-out only when the small objects stay at least
-  the smallest anchor once shrunk by it.
+  the smallest anchor once shrunk by it;
+- **backbone** (Faster R-CNN on the CLI's ``tiny``): ``tiny_fpn`` when the median object is
+  under 112 px after the resize, so that most RoIs are pooled from its stride-4 level.
 
 After it is built and compiled (:func:`plan_schedule`, on a :class:`Workload`: the run's own
 batches, timed):
@@ -71,8 +73,12 @@ RESERVE_SHARE = 0.03  # of the budget, kept for the last checkpoint and plot
 VALIDATIONS = 10  # about this many validations in a run
 HEADROOM = 1.5  # a run may grow to this many times its planned epochs (TimeBudget)
 # The TrainConfig fields the recipe may set.
-RECIPE_FIELDS = ("image_min_size", "image_max_size", "jitter", "random_crop", "zoom_out", "batch_size", "epochs",
-                 "warmup_epochs", "val_every")
+RECIPE_FIELDS = ("backbone", "image_min_size", "image_max_size", "jitter", "random_crop", "zoom_out", "batch_size",
+                 "epochs", "warmup_epochs", "val_every")
+# The CLI's from-scratch backbone, and the one the recipe takes instead for small objects.
+SCRATCH_BACKBONE, SMALL_OBJECT_BACKBONE = "tiny", "tiny_fpn"
+# px after the resize: FPN's eq. 1 (k0 = 4 at 224 px) pools RoIs under this from P2, stride 4.
+FINE_LEVEL_SIZE = 112
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -173,6 +179,23 @@ def choose_augmentation(dataset, detector, min_size, max_size, smallest_anchor, 
     return fields, choices
 
 
+def choose_backbone(dataset, detector, backbone, min_size, max_size, given):
+    """The recipe's backbone fields (a dict) and choices: a Faster R-CNN on
+    :data:`SCRATCH_BACKBONE` not given gets :data:`SMALL_OBJECT_BACKBONE` when the median object
+    is under :data:`FINE_LEVEL_SIZE` px after the resize ``(min_size, max_size)``."""
+    if detector != "faster_rcnn" or backbone != SCRATCH_BACKBONE or "backbone" in given:
+        return {}, []
+    sizes = object_sizes(dataset, min_size, max_size)[0]
+    median = float(np.median(sizes)) if sizes.size else float("inf")
+    if median >= FINE_LEVEL_SIZE:
+        return {}, [_choice("backbone", backbone, f"the median object is {median:.0f} px after the resize, "
+                                                  f"≥ {FINE_LEVEL_SIZE} px: the stride-8 map pools its RoIs")]
+    reason = (f"the median object is {median:.0f} px after the resize, < {FINE_LEVEL_SIZE} px: {SMALL_OBJECT_BACKBONE} "
+              "pools such RoIs from its stride-4 level (at about 1.5x the step time of tiny)")
+    return {"backbone": SMALL_OBJECT_BACKBONE}, [_choice("backbone", SMALL_OBJECT_BACKBONE, reason,
+                                                         median_object_px=round(median, 1))]
+
+
 def smallest_anchor(model):
     """The smallest anchor size in pixels of ``model``'s RPN, or None (no anchors)."""
     rpn = getattr(model, "rpn", None)
@@ -196,7 +219,9 @@ def choose_data_recipe(config, dataset, model):
         choices.append(choice)
     fields, augmentation = choose_augmentation(dataset, detector, min_size, max_size, anchor, given)
     changes.update(fields)
-    return dataclasses.replace(config, **changes), choices + augmentation
+    fields, backbone = choose_backbone(dataset, detector, config.backbone, min_size, max_size, given)
+    changes.update(fields)
+    return dataclasses.replace(config, **changes), choices + augmentation + backbone
 
 
 class StepTimer(keras.callbacks.Callback):

@@ -23,6 +23,7 @@ from rcnn_zoo.training import TrainConfig, train
 from rcnn_zoo.training.budget import (
     TimeBudget,
     choose_augmentation,
+    choose_backbone,
     choose_data_recipe,
     choose_image_sizes,
     HEADROOM,
@@ -136,8 +137,29 @@ def test_raccoon_photos_keep_the_default_size_and_get_the_readme_augmentation(ba
     assert (config.image_min_size, config.image_max_size) == sizes
     assert (config.jitter, config.random_crop, config.zoom_out) == (True, 0.5, 1.5)
     named = {c["choice"]: c for c in choices}
-    assert set(named) == {"image size", "jitter", "random crop", "zoom out"}
+    # tiny may be swapped for tiny_fpn (the recipe says why); a backbone given is never.
+    assert set(named) == {"image size", "jitter", "random crop", "zoom out"} | ({"backbone"} if backbone == "tiny" else set())
     assert f"{small:.0f} px" in named["image size"]["reason"]
+    assert config.backbone == backbone  # the median raccoon is far above 112 px at 256/416
+
+
+def test_the_fpn_backbone_is_chosen_for_small_objects_only(tmp_path):
+    """Faster R-CNN on tiny gets tiny_fpn when the median object is under 112 px after the
+    resize (FPN eq. 1: floor(4 + log2(111 / 224)) = 2, the stride-4 level). Squares of 60 px in
+    480×640 photos resized to 256/416: 60 · 256/480 = 32 px → tiny_fpn; squares of 220 px → 117 px,
+    tiny stays. A given backbone and the other detectors are left alone."""
+    small, large = _squares(tmp_path, (480, 640), 60), _squares(tmp_path, (480, 640), 220, per_image=1)
+    fields, (choice,) = choose_backbone(small, "faster_rcnn", "tiny", 256, 416, given=set())
+    assert fields == {"backbone": "tiny_fpn"} and choice["median_object_px"] == 32.0
+    assert choose_backbone(large, "faster_rcnn", "tiny", 256, 416, set())[0] == {}
+    assert "117 px" in choose_backbone(large, "faster_rcnn", "tiny", 256, 416, set())[1][0]["reason"]
+    assert choose_backbone(small, "faster_rcnn", "tiny", 256, 416, {"backbone"}) == ({}, [])
+    for detector in ("rfcn", "fast_rcnn", "rcnn"):
+        assert choose_backbone(small, detector, "tiny", 256, 416, set()) == ({}, [])
+    assert choose_backbone(small, "faster_rcnn", "resnet50_fpn", 256, 416, set()) == ({}, [])
+    model = build_detector(1, ["square"], backbone="tiny")
+    config, _ = choose_data_recipe(TrainConfig(time_budget="5m"), small, model)
+    assert config.backbone == "tiny_fpn"
 
 
 def test_small_objects_are_not_zoomed_out_and_detectors_keep_their_limits(tmp_path):
@@ -153,9 +175,11 @@ def test_small_objects_are_not_zoomed_out_and_detectors_keep_their_limits(tmp_pa
 def test_given_image_sizes_and_augmentation_stay(tmp_path):
     dataset = _squares(tmp_path, (480, 640), 12)
     model = build_detector(1, ["square"], backbone="tiny")
-    given = TrainConfig(time_budget="5m", image_min_size=256, random_crop=0.0, given=["random_crop"])
+    given = TrainConfig(time_budget="5m", image_min_size=256, random_crop=0.0, backbone="tiny",
+                        given=["random_crop", "backbone"])
     config, choices = choose_data_recipe(given, dataset, model)
     assert (config.image_min_size, config.image_max_size, config.random_crop) == (256, None, 0.0)
+    assert config.backbone == "tiny"  # typed: kept, though the 12-px squares would get tiny_fpn
     assert [c["choice"] for c in choices] == ["jitter", "zoom out"]
 
 
