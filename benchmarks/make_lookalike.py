@@ -19,14 +19,15 @@ test scenes only the test split's. Written as a VOC folder outside the repositor
 """
 
 import argparse
+import functools
 import os
 import sys
 
-import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_small_objects import background_strips, paste_objects, scene_background, write_scene  # noqa: E402
+from make_small_objects import (  # noqa: E402
+    background_strips, paste_objects, scene_background, write_scene, write_splits)
 
 CLASSES = ("folder-documents", "folder-download", "folder-music", "folder-pictures", "folder-templates",
            "folder-videos")
@@ -57,8 +58,9 @@ def vary(piece, rng):
     return piece.rotate(float(rng.uniform(-8, 8)), resample=Image.BICUBIC)
 
 
-def make_split(dataset, icons, count, prefix, output, rng):
-    """``count`` scenes on ``dataset``'s photos written into ``output``; returns their stems."""
+def make_split(icons, dataset, count, prefix, output, rng):
+    """``count`` scenes of ``icons`` (``(class name, RGBA image)``) on ``dataset``'s photos
+    written into ``output``; returns their stems."""
     strips = background_strips(dataset)
     stems = []
     for index in range(count):
@@ -72,8 +74,6 @@ def make_split(dataset, icons, count, prefix, output, rng):
 
 
 def main(argv=None):
-    from rcnn_zoo.data import load_dataset  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--source", default=os.path.join(here, "..", "..", "shared", "datasets", "raccoon"))
@@ -87,14 +87,7 @@ def main(argv=None):
     if missing:
         raise SystemExit(f"{args.icons}: no {', '.join(missing)}.png (apt install adwaita-icon-theme)")
     icons = [(name, icon_crop(os.path.join(args.icons, f"{name}.png"))) for name in CLASSES]
-    for folder in ("images", "annotations"):
-        os.makedirs(os.path.join(args.output, folder), exist_ok=True)
-    rng = np.random.default_rng(args.seed)
-    for split, count in (("train", args.train), ("test", args.test)):
-        stems = make_split(load_dataset(args.source, "voc", split), icons, count, f"{split}_", args.output, rng)
-        with open(os.path.join(args.output, f"{split}.txt"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(stems) + "\n")
-        print(f"{split}: {count} scenes of {' and '.join(f'{w}×{h}' for w, h in SCENES)} → {args.output}")
+    write_splits(args, functools.partial(make_split, icons), " and ".join(f"{w}×{h}" for w, h in SCENES))
 
 
 if __name__ == "__main__":

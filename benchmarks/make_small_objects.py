@@ -121,8 +121,6 @@ def make_split(dataset, count, prefix, output, rng):
 
 
 def main(argv=None):
-    from rcnn_zoo.data import load_dataset  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--source", default=os.path.join(here, "..", "..", "shared", "datasets", "raccoon"))
@@ -131,14 +129,23 @@ def main(argv=None):
     parser.add_argument("--test", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    write_splits(args, make_split, f"{SCENE[0]}×{SCENE[1]}")
+
+
+def write_splits(args, make, shape):
+    """The VOC folder ``args.output``: ``args.train`` training scenes made by ``make(dataset,
+    count, prefix, output, rng)`` on the source's training photos, ``args.test`` test scenes on
+    its test photos (one generator seeded ``args.seed``), and ``train.txt``/``test.txt``."""
+    from rcnn_zoo.data import load_dataset  # noqa: PLC0415
+
     for folder in ("images", "annotations"):
         os.makedirs(os.path.join(args.output, folder), exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for split, count in (("train", args.train), ("test", args.test)):
-        stems = make_split(load_dataset(args.source, "voc", split), count, f"{split}_", args.output, rng)
+        stems = make(load_dataset(args.source, "voc", split), count, f"{split}_", args.output, rng)
         with open(os.path.join(args.output, f"{split}.txt"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(stems) + "\n")
-        print(f"{split}: {count} scenes of {SCENE[0]}×{SCENE[1]} → {args.output}")
+        print(f"{split}: {count} scenes of {shape} → {args.output}")
 
 
 if __name__ == "__main__":

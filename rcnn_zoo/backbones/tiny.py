@@ -7,9 +7,10 @@ such a net learn quickly.
 
 ``tiny_fpn``: the same six blocks with group norm (Wu & He 2018: its statistics are per image,
 so they do not depend on the batch of 2–4 photos a CPU trains on) and a seventh block to stride
-16, under a 64-channel FPN (Lin et al. 2017): P2 (stride 4), P3, P4 and P5 = max-pool of P4 for
-the RPN, one anchor size per level; RoIs pooled from P2–P4 by size. Small objects get the
-stride-4 map for their proposals and their RoIAlign.
+16, under a 64-channel FPN (Lin et al. 2017): P2 (stride 4), P3 and P4. The RPN reads P3 with
+all of tiny's anchors (as tiny, one level: an RPN head on P2 would cost as much again as the
+whole FPN); RoIs are pooled from P2–P4 by their size (FPN eq. 1), so a small object's RoIAlign
+samples the stride-4 map. About 1.5× tiny's training step.
 """
 
 import keras
@@ -26,6 +27,26 @@ TINY_FPN_CHANNELS = 64
 # Group norm groups (Wu & He 2018 use 32 groups of ResNet's 64+ channels; 8 keeps at least
 # two channels per group on the 16-channel first block).
 GROUP_NORM_GROUPS = 8
+# Detector defaults of both: tiny's anchors are for its 128-px test pictures (the CLI sets 32–256
+# px and an image size for photos: rcnn_zoo.training.detectors).
+TINY_DEFAULTS = {
+    "roi_pooling": "align",
+    "roi_pool_size": 7,
+    "roi_sampling_ratio": 2,
+    "roi_head_dim": 128,
+    "rpn_head_channels": 64,
+    "anchor_sizes": ((16, 32, 64),),
+    "anchor_aspect_ratios": (0.5, 1.0, 2.0),
+    "anchor_style": "torchvision",
+    "image_min_size": None,
+    "image_max_size": None,
+    "rpn_pre_nms_top_n_train": 600,
+    "rpn_post_nms_top_n_train": 300,
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 100,
+    "rpn_min_size": 0.0,
+    "roi_batch_size_per_image": 64,
+}
 
 
 def _block(x, filters, stride, name, norm="batch"):
@@ -56,24 +77,7 @@ def build_tiny(weights=None, blocks=TINY_BLOCKS):
         channels=(blocks[-1][0],),
         preprocessing="unit",
         roi_head="fc",
-        defaults={
-            "roi_pooling": "align",
-            "roi_pool_size": 7,
-            "roi_sampling_ratio": 2,
-            "roi_head_dim": 128,
-            "rpn_head_channels": 64,
-            "anchor_sizes": ((16, 32, 64),),
-            "anchor_aspect_ratios": (0.5, 1.0, 2.0),
-            "anchor_style": "torchvision",
-            "image_min_size": None,
-            "image_max_size": None,
-            "rpn_pre_nms_top_n_train": 600,
-            "rpn_post_nms_top_n_train": 300,
-            "rpn_pre_nms_top_n_test": 300,
-            "rpn_post_nms_top_n_test": 100,
-            "rpn_min_size": 0.0,
-            "roi_batch_size_per_image": 64,
-        },
+        defaults=dict(TINY_DEFAULTS),
     )
 
 
@@ -91,7 +95,8 @@ def tiny_fpn_trunk(blocks=TINY_FPN_BLOCKS, norm="group"):
 
 
 def build_tiny_fpn(weights=None):
-    """Images ``[B,H,W,3]`` → ``{"P2": [B,H/4,W/4,64], "P3", "P4", "P5": [B,H/32,W/32,64]}``."""
+    """Images ``[B,H,W,3]`` → ``{"P2": [B,H/4,W/4,64], "P3": [B,H/8,W/8,64],
+    "P4": [B,H/16,W/16,64]}``; the RPN reads P3 only."""
     if weights is not None:
         raise ValueError("backbone 'tiny_fpn' has no pretrained weights; use backbone_weights=None")
     trunk = tiny_fpn_trunk()
@@ -104,24 +109,6 @@ def build_tiny_fpn(weights=None):
         rpn_feature_names=("P3",),
         preprocessing="unit",
         roi_head="fc",
-        defaults={
-            "roi_pooling": "align",
-            "roi_pool_size": 7,
-            "roi_sampling_ratio": 2,
-            "roi_head_dim": 128,
-            "roi_levels": ("P2", "P3", "P4"),
-            "rpn_head_channels": TINY_FPN_CHANNELS,
-            # One size per level, three ratios: tiny's 16–64 px on 128-px pictures, and a level above.
-            "anchor_sizes": ((16, 32, 64),),
-            "anchor_aspect_ratios": (0.5, 1.0, 2.0),
-            "anchor_style": "torchvision",
-            "image_min_size": None,
-            "image_max_size": None,
-            "rpn_pre_nms_top_n_train": 600,
-            "rpn_post_nms_top_n_train": 300,
-            "rpn_pre_nms_top_n_test": 300,
-            "rpn_post_nms_top_n_test": 100,
-            "rpn_min_size": 0.0,
-            "roi_batch_size_per_image": 64,
-        },
+        # tiny's, the RoIs pooled from three levels: the RPN has tiny's one level and anchors.
+        defaults={**TINY_DEFAULTS, "roi_levels": ("P2", "P3", "P4")},
     )
