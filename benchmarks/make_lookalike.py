@@ -18,7 +18,6 @@ training may still flip). Training scenes use only the training split's photos a
 test scenes only the test split's. Written as a VOC folder outside the repository.
 """
 
-import argparse
 import functools
 import os
 import sys
@@ -27,7 +26,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_small_objects import (  # noqa: E402
-    background_strips, paste_objects, scene_background, write_scene, write_splits)
+    background_strips, paste_objects, scene_background, split_parser, write_scene, write_splits)
 
 CLASSES = ("folder-documents", "folder-download", "folder-music", "folder-pictures", "folder-templates",
            "folder-videos")
@@ -74,14 +73,8 @@ def make_split(icons, dataset, count, prefix, output, rng):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    here = os.path.dirname(os.path.abspath(__file__))
-    parser.add_argument("--source", default=os.path.join(here, "..", "..", "shared", "datasets", "raccoon"))
+    parser = split_parser(__doc__, "/tmp/rz/lookalike")
     parser.add_argument("--icons", default="/usr/share/icons/Adwaita/512x512/places")
-    parser.add_argument("--output", default="/tmp/rz/lookalike")
-    parser.add_argument("--train", type=int, default=150)
-    parser.add_argument("--test", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     missing = [c for c in CLASSES if not os.path.exists(os.path.join(args.icons, f"{c}.png"))]
     if missing:

@@ -120,15 +120,21 @@ def make_split(dataset, count, prefix, output, rng):
     return stems
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def split_parser(description, output):
+    """The options of a scene generator: ``--source`` (the raccoon VOC folder), ``--output``
+    (default ``output``), ``--train``/``--test`` scene counts, ``--seed``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--source", default=os.path.join(here, "..", "..", "shared", "datasets", "raccoon"))
-    parser.add_argument("--output", default="/tmp/rz/small_raccoons")
+    parser.add_argument("--output", default=output)
     parser.add_argument("--train", type=int, default=150)
     parser.add_argument("--test", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = split_parser(__doc__, "/tmp/rz/small_raccoons").parse_args(argv)
     write_splits(args, make_split, f"{SCENE[0]}×{SCENE[1]}")
 
 
