@@ -52,7 +52,8 @@ class FastRCNN(TwoStageDetector):
 
     Arguments as :class:`~rcnn_zoo.models.detector.TwoStageDetector`; backbones ``"vgg16"``
     (the paper's large model, default), ``"tiny"``, ``"resnet50"``/``"resnet101"`` (C4, conv5 as
-    the RoI head), ``"resnet50_fpn"``, ``"mobilenet_v3_large_fpn"`` (multi-level RoIAlign).
+    the RoI head), ``"resnet50_fpn"``, ``"mobilenet_v3_large_fpn"``, ``"tiny_fpn"`` (multi-level
+    RoIAlign).
     Hyperparameters: the ``roi_*`` keywords of :class:`~rcnn_zoo.heads.roi_heads.BoxRoIHead`
     (defaults from the paper: 64 RoIs per image, 25 % foreground, background IoU [0.1, 0.5),
     fc6/fc7 of 4096) and the image rule (the paper's single scale: 600, max 1000; the tiny

@@ -36,7 +36,8 @@ class FasterRCNN(TwoStageDetector):
 
     Arguments as :class:`~rcnn_zoo.models.detector.TwoStageDetector`; backbones ``"vgg16"``,
     ``"resnet50"``, ``"resnet101"`` (C4: conv5 is the box head), ``"resnet50_fpn"`` (default),
-    ``"mobilenet_v3_large_fpn"``, ``"tiny"``. Hyperparameters: ``anchor_*`` / ``rpn_*`` of
+    ``"mobilenet_v3_large_fpn"``, ``"tiny"``, ``"tiny_fpn"`` (from scratch on a CPU; RoIs of
+    small objects pooled from stride 4). Hyperparameters: ``anchor_*`` / ``rpn_*`` of
     :class:`~rcnn_zoo.heads.RegionProposalNetwork`, ``roi_*`` of
     :class:`~rcnn_zoo.heads.roi_heads.BoxRoIHead` (``roi_pooling="align"``, ``roi_head_dim``, …).
     """
