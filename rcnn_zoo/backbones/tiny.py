@@ -10,7 +10,7 @@ so they do not depend on the batch of 2–4 photos a CPU trains on) and a sevent
 16, under a 64-channel FPN (Lin et al. 2017): P2 (stride 4), P3 and P4. The RPN reads P3 with
 all of tiny's anchors (as tiny, one level: an RPN head on P2 would cost as much again as the
 whole FPN); RoIs are pooled from P2–P4 by their size (FPN eq. 1), so a small object's RoIAlign
-samples the stride-4 map. About 1.5× tiny's training step.
+samples the stride-4 map. 1.5–1.8× tiny's training step (measured by ``--time-budget``'s recipe).
 """
 
 import keras

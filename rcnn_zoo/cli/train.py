@@ -81,7 +81,7 @@ def add_model_options(group, defaults):
     from_backbones = "vgg16, resnet50, resnet101, resnet50_fpn, mobilenet_v3_large_fpn, tiny, tiny_fpn"
     group.add_argument("--backbone", default=defaults.backbone,
                        help=f"one of {from_backbones}; without network only 'tiny' and 'tiny_fpn' (group "
-                       "norm, a stride-4 level for the RoIs of small objects; about 1.5x tiny's step time) "
+                       "norm, a stride-4 level for the RoIs of small objects; 1.5-1.8x tiny's step time) "
                        "are practical on a CPU (the others are large to train from scratch)")
     group.add_argument("--image-min-size", type=int, default=None,
                        help="resize so the shorter side is this (default: the backbone's; tiny: "

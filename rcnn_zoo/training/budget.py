@@ -46,6 +46,7 @@ import numpy as np
 from rcnn_zoo.data.stages import resized_size
 from rcnn_zoo.errors import UsageError
 from rcnn_zoo.models.registry import detector_name
+from rcnn_zoo.training.detectors import parse_model_args
 from rcnn_zoo.utils import flat_numbers
 
 __all__ = [
@@ -191,7 +192,7 @@ def choose_backbone(dataset, detector, backbone, min_size, max_size, given):
         return {}, [_choice("backbone", backbone, f"the median object is {median:.0f} px after the resize, "
                                                   f"≥ {FINE_LEVEL_SIZE} px: the stride-8 map pools its RoIs")]
     reason = (f"the median object is {median:.0f} px after the resize, < {FINE_LEVEL_SIZE} px: {SMALL_OBJECT_BACKBONE} "
-              "pools such RoIs from its stride-4 level (at about 1.5x the step time of tiny)")
+              "pools such RoIs from its stride-4 level (at 1.5-1.8x the step time of tiny)")
     return {"backbone": SMALL_OBJECT_BACKBONE}, [_choice("backbone", SMALL_OBJECT_BACKBONE, reason,
                                                          median_object_px=round(median, 1))]
 
@@ -219,6 +220,8 @@ def choose_data_recipe(config, dataset, model):
         choices.append(choice)
     fields, augmentation = choose_augmentation(dataset, detector, min_size, max_size, anchor, given)
     changes.update(fields)
+    if "weights" in parse_model_args(config.model_args):  # weights= fix the backbone they were trained with
+        given = given | {"backbone"}
     fields, backbone = choose_backbone(dataset, detector, config.backbone, min_size, max_size, given)
     changes.update(fields)
     return dataclasses.replace(config, **changes), choices + augmentation + backbone

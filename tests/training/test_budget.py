@@ -160,6 +160,9 @@ def test_the_fpn_backbone_is_chosen_for_small_objects_only(tmp_path):
     model = build_detector(1, ["square"], backbone="tiny")
     config, _ = choose_data_recipe(TrainConfig(time_budget="5m"), small, model)
     assert config.backbone == "tiny_fpn"
+    # Fine-tuning weights (--model-arg weights=…) keeps the backbone they were trained with.
+    config, _ = choose_data_recipe(TrainConfig(time_budget="5m", model_args=["weights=shapes"]), small, model)
+    assert config.backbone == "tiny"
 
 
 def test_small_objects_are_not_zoomed_out_and_detectors_keep_their_limits(tmp_path):
